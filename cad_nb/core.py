@@ -5,7 +5,7 @@ choosing a device, and writing each table and figure to `figures/` from the cell
 
 # %% ../nbs/00_core.ipynb #07ee1329
 from __future__ import annotations
-import configparser, json, os, random, subprocess, time
+import configparser, hashlib, json, os, random, subprocess, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILE_NAMES', 'find_settings', 'Profile', 'load_profile', 'seed_everything', 'get_device', 'device_name',
-           'save_table', 'save_figure', 'git_commit']
+           'save_table', 'save_figure', 'git_commit', 'settings_digest']
 
 # %% ../nbs/00_core.ipynb #61be7c6d
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -118,3 +118,9 @@ def git_commit(folder=".") -> str:
         dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return "unknown"
+
+# %% ../nbs/00_core.ipynb #eb8f6e53
+def settings_digest(cfg: Profile, *extra) -> str:
+    "Eight hex digits that change whenever a value of the profile (or an `extra` item) changes."
+    text = json.dumps([cfg.name, sorted((k, str(v)) for k, v in cfg.values.items()), [str(e) for e in extra]])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
