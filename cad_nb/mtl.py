@@ -183,12 +183,13 @@ def detection_loss(out, batch, stride=4):
     reg_loss = torch.stack(reg).sum() / (2 * max(n_obj, 1)) if reg else heat_logits.sum() * 0
     return focal_heatmap_loss(heat_logits, torch.stack(heats).to(dev)) + reg_loss
 
-def segmentation_loss(logits, batch, eps=1.0):
-    "Cross-entropy + soft Dice of the defect (any class) probability."
+def segmentation_loss(logits, batch, eps=1.0, defect_weight=20.0):
+    "Cross-entropy with defect classes weighted `defect_weight` x background + soft Dice of the defect probability."
     target = batch["mask"].to(logits.device); logits = logits.float()
+    weight = torch.full((logits.shape[1],), defect_weight, device=logits.device); weight[0] = 1.0
     fg = 1 - torch.softmax(logits, 1)[:, 0]; gt = (target > 0).float()
     dice = 1 - (2 * (fg * gt).sum() + eps) / (fg.sum() + gt.sum() + eps)
-    return F.cross_entropy(logits, target) + dice
+    return F.cross_entropy(logits, target, weight=weight) + dice
 
 TASK_LOSSES = dict(cls=classification_loss, det=detection_loss, seg=segmentation_loss)
 

@@ -136,3 +136,15 @@ def test_torchrun_ddp_two_processes(data, tmp_path):
     lines = sorted(l for l in r.stdout.splitlines() if l.startswith("RESULT"))
     assert r.returncode == 0 and len(lines) == 2, r.stderr[-2000:]
     assert lines[0].split(" ", 2)[2] == lines[1].split(" ", 2)[2]
+
+
+def test_segmentation_head_can_overfit_a_few_images(data):
+    "The seg decoder must be able to memorise 6 training images (a plain CE loss learned 'all background')."
+    train, _ = data
+    train.samples[:] = [s for s in train.samples if s.classes][:6]
+    torch.manual_seed(0)
+    model = MultiTaskModel("convnext_atto", len(train.class_names) - 1, pretrained=False, image_size=64)
+    train_multitask(model, task_datasets(train, 64), None, weighting="static", tasks=("seg",), steps=120, batch_size=6,
+                    lr=2e-3, progress=False)
+    result = evaluate(predict(model, CocoMultiTaskDataset(train.samples, 64)), len(train.class_names) - 1)
+    assert result["miou"] > 0.2, result
