@@ -88,7 +88,7 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
         for i, nb in enumerate(notebooks, 1):
             log(f"[{i}/{len(notebooks)}] {nb.name} (profile {cfg.name})")
             res = run_notebook(nb, executed_dir / nb.name, params, progress_bar)
-            res["executed"] = os.path.relpath(res["executed"], cfg.base)
+            res.update(executed=os.path.relpath(res["executed"], cfg.base), commit=manifest["commit"])
             manifest["notebooks"][nb.stem] = res
             if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
             else: log(f"done {nb.name} in {res['seconds']} s")
