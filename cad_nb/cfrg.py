@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .core import timm_model
 from .data import IMAGENET_MEAN, IMAGENET_STD
 
 # %% auto #0
@@ -30,7 +31,7 @@ class Backbone(nn.Module):
     def __init__(self, name: str, pretrained: bool = False):
         super().__init__()
         self.name = name
-        self.net = timm.create_model(name, pretrained=pretrained, features_only=True, out_indices=(1, 2, 3))
+        self.net, self.weights = timm_model(name, pretrained, features_only=True, out_indices=(1, 2, 3))
         got = tuple(self.net.feature_info.reduction())
         if got != STRIDES: raise ValueError(f"backbone {name!r} taps strides {got}, expected {STRIDES}")
         self.channels = list(self.net.feature_info.channels())
@@ -53,39 +54,17 @@ def _load_weights_file(backbone: Backbone, path) -> None:
     if missing: raise ValueError(f"teacher weights {path} do not fit {backbone.name!r}: {len(missing)} tensors missing, e.g. {missing[:3]}")
     backbone.net.load_state_dict(picked)
 
-def _hub_reachable(host="huggingface.co", timeout=3.0) -> bool:
-    "True when the weights hub answers a TCP connection (avoids a minute of download retries offline)."
-    import socket
-    try: socket.create_connection((host, 443), timeout=timeout).close(); return True
-    except OSError: return False
-
-def _pretrained_backbone(name) -> Backbone:
-    "A timm backbone with pretrained weights: downloaded, or from the local cache when offline."
-    import huggingface_hub.constants as hub
-    offline, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, hub.HF_HUB_OFFLINE or not _hub_reachable()
-    try: return Backbone(name, pretrained=True)
-    finally: hub.HF_HUB_OFFLINE = offline
-
 class Teacher(nn.Module):
     "A frozen backbone, always in eval mode; `weights` says where its weights came from."
     def __init__(self, name="wide_resnet50_2", pretrained=True, weights_path=None):
         super().__init__()
-        self.weights = "randomly initialised"
-        if weights_path:
-            self.backbone = Backbone(name, pretrained=False); _load_weights_file(self.backbone, weights_path)
-            self.weights = f"loaded from {weights_path}"
-        elif pretrained:
-            try:
-                self.backbone = _pretrained_backbone(name); self.weights = "ImageNet-pretrained (timm)"
-            except Exception as e:
-                warnings.warn(f"pretrained weights for teacher {name!r} could not be loaded ({type(e).__name__}: {e}); "
-                              "the teacher is RANDOMLY INITIALISED")
-                self.backbone = Backbone(name, pretrained=False)
-        else: self.backbone = Backbone(name, pretrained=False)
+        self.backbone = Backbone(name, pretrained=pretrained and not weights_path)
+        self.weights = self.backbone.weights
+        if weights_path: _load_weights_file(self.backbone, weights_path); self.weights = f"loaded from {weights_path}"
         self.channels = self.backbone.channels
         self.requires_grad_(False); self.eval()
     @property
-    def is_random(self) -> bool: return self.weights == "randomly initialised"
+    def is_random(self) -> bool: return self.weights.startswith("randomly initialised")
     def train(self, mode: bool = True): return super().train(False)
     def forward(self, x): return self.backbone(x)
 

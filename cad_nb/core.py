@@ -13,7 +13,7 @@ import numpy as np
 
 # %% auto #0
 __all__ = ['PROFILE_NAMES', 'find_settings', 'Profile', 'load_profile', 'seed_everything', 'get_device', 'device_name',
-           'save_table', 'save_figure', 'git_commit', 'settings_digest']
+           'save_table', 'save_figure', 'git_commit', 'settings_digest', 'hub_reachable', 'timm_model']
 
 # %% ../nbs/00_core.ipynb #61be7c6d
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -124,3 +124,30 @@ def settings_digest(cfg: Profile, *extra) -> str:
     "Eight hex digits that change whenever a value of the profile (or an `extra` item) changes."
     text = json.dumps([cfg.name, sorted((k, str(v)) for k, v in cfg.values.items()), [str(e) for e in extra]])
     return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+# %% ../nbs/00_core.ipynb #8b841671
+def hub_reachable(host="huggingface.co", timeout=2.0) -> bool:
+    "True when the weights hub answers a TCP connection."
+    import socket
+    try:
+        with socket.create_connection((host, 443), timeout=timeout): return True
+    except OSError: return False
+
+def timm_model(name: str, pretrained=False, weights=None, **kwargs):
+    "(timm model, sentence on its weights): from the file `weights`, from timm's hub or cache, or random."
+    import timm, warnings
+    if weights:
+        path = Path(weights)
+        if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+        return model, f"pretrained weights loaded from {path}"
+    if not pretrained: return timm.create_model(name, **kwargs), "randomly initialised (pretrained=False)"
+    import huggingface_hub.constants as hub
+    offline = hub.HF_HUB_OFFLINE
+    hub.HF_HUB_OFFLINE = offline or not hub_reachable()           # unreachable hub: timm's local cache only
+    try: return timm.create_model(name, pretrained=True, **kwargs), "pretrained weights (timm)"
+    except Exception as e:
+        why = "no network and none in the local cache" if hub.HF_HUB_OFFLINE else type(e).__name__
+        warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
+        return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"
+    finally: hub.HF_HUB_OFFLINE = offline

@@ -17,6 +17,7 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
+from .core import timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, resize_image, resize_mask, IMAGENET_MEAN, IMAGENET_STD
 from .coba import make_weighting, TaskScheduler
 from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, setup_distributed, is_main_process, wrap_ddp, unwrap
@@ -29,25 +30,6 @@ __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'Backbone', 'FPNNeck'
            'lr_at', 'train_multitask', 'predict', 'evaluate']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
-def _hub_reachable(host="huggingface.co", timeout=2.0) -> bool:
-    "Whether the weights hub resolves and answers (so a download can be tried at all)."
-    try:
-        with socket.create_connection((host, 443), timeout=timeout): return True
-    except OSError: return False
-
-def _timm_model(name, pretrained, weights, **kwargs):
-    "A timm model and a plain sentence on where its weights came from."
-    if weights is not None:
-        weights = Path(weights)
-        if not weights.is_file(): raise FileNotFoundError(f"backbone weights file not found: {weights}")
-        m = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)), **kwargs)
-        return m, f"pretrained weights loaded from {weights}"
-    if pretrained:
-        if not _hub_reachable(): return timm.create_model(name, pretrained=False, **kwargs), "randomly initialised (no network: pretrained weights could not be downloaded)"
-        try: return timm.create_model(name, pretrained=True, **kwargs), "pretrained weights (timm hub)"
-        except Exception as e: return timm.create_model(name, pretrained=False, **kwargs), f"randomly initialised (pretrained weights unavailable: {type(e).__name__})"
-    return timm.create_model(name, pretrained=False, **kwargs), "randomly initialised (pretrained=False)"
-
 class SimpleFeaturePyramid(nn.Module):
     "Strides 8/16/32 from a ViT's stride-16 token map: deconv x2, identity, max-pool /2 (each + 1x1 conv)."
     def __init__(self, dim):
@@ -64,11 +46,11 @@ class Backbone(nn.Module):
         super().__init__()
         self.name, self.is_vit = name, name.startswith(("vit", "eva", "deit"))
         if self.is_vit:
-            self.body, self.init = _timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
+            self.body, self.init = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
             self.pyramid = SimpleFeaturePyramid(self.body.embed_dim); self.channels = self.pyramid.channels
             self.patch = self.body.patch_embed.patch_size[0]
         else:
-            self.body, self.init = _timm_model(name, pretrained, weights, features_only=True, out_indices=(1, 2, 3), **timm_kwargs)
+            self.body, self.init = timm_model(name, pretrained, weights, features_only=True, out_indices=(1, 2, 3), **timm_kwargs)
             self.channels = self.body.feature_info.channels()
             if self.body.feature_info.reduction() != [8, 16, 32]: raise ValueError(f"{name}: expected strides 8/16/32, got {self.body.feature_info.reduction()}")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -31,9 +31,9 @@ def test_backbones_strides():
 
 def test_pretrained_offline_is_reported():
     import time
-    from cad_nb.mtl import _hub_reachable
+    from cad_nb.core import hub_reachable as _hub_reachable
     t0 = time.time(); b = Backbone("convnext_atto", pretrained=True, image_size=64)
-    if not _hub_reachable(): assert b.init.startswith("randomly initialised (no network") and time.time() - t0 < 10
+    if not _hub_reachable(): assert b.init.startswith("randomly initialised (pretrained weights unavailable: no network") and time.time() - t0 < 10
     else: assert b.init.startswith(("pretrained", "randomly initialised (pretrained weights unavailable"))
 
 
