@@ -28,8 +28,8 @@ sync-check: $(STAMP)
 	$(BIN)/nbdev-export
 	@git diff --quiet --exit-code -- cad_nb || { git --no-pager diff --stat -- cad_nb; \
 	  echo "cad_nb/ is out of sync with nbs/: run nbdev-export and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- cad_nb)" || { git status --short -- cad_nb; \
-	  echo "nbdev-export created files that are not committed"; exit 1; }
+	@test -z "$$(git ls-files --others --exclude-standard -- cad_nb)" || { git ls-files --others --exclude-standard -- cad_nb; \
+	  echo "nbdev-export created files that git does not track: add them"; exit 1; }
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 tests

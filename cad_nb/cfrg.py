@@ -14,35 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import timm_model
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from .core import FeatureBackbone
 
 # %% auto #0
-__all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'Backbone', 'Teacher', 'conv_bn_relu', 'Adapter', 'Student', 'ResBlock',
-           'OneClassBottleneck', 'UpStage', 'RecoveryDecoder', 'check_input_size', 'cosine_distance',
-           'SegmentationHead', 'CFRG', 'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'gaussian_blur',
-           'discrepancy_map', 'scores_from_maps', 'cfrg_anomaly_map', 'cfrg_step']
+__all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'Teacher', 'conv_bn_relu', 'Adapter', 'Student', 'ResBlock', 'OneClassBottleneck',
+           'UpStage', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'SegmentationHead', 'CFRG',
+           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'gaussian_blur', 'discrepancy_map', 'scores_from_maps',
+           'cfrg_anomaly_map', 'cfrg_step']
 
 # %% ../nbs/06_cfrg.ipynb #104f8f49
 STRIDES = (4, 8, 16)
 
-class Backbone(nn.Module):
-    "A timm backbone tapped at strides 4/8/16, taking images in [0, 1]; `channels` lists its taps."
-    def __init__(self, name: str, pretrained: bool = False):
-        super().__init__()
-        self.name = name
-        self.net, self.weights = timm_model(name, pretrained, features_only=True, out_indices=(1, 2, 3))
-        got = tuple(self.net.feature_info.reduction())
-        if got != STRIDES: raise ValueError(f"backbone {name!r} taps strides {got}, expected {STRIDES}")
-        self.channels = list(self.net.feature_info.channels())
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-    def forward(self, x): return self.net((x - self.mean) / self.std)
-
 # %% ../nbs/06_cfrg.ipynb #a98eea3f
 RANDOM_TEACHER_NOTE = "NOTE: the teacher network is randomly initialised (no pretrained weights were available); numbers are not comparable to an ImageNet-pretrained teacher."
 
-def _load_weights_file(backbone: Backbone, path) -> None:
+def _load_weights_file(backbone: FeatureBackbone, path) -> None:
     "Load a (full-model or features-only) state dict from `path` into `backbone.net`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"teacher weights file not found: {path}")
@@ -58,7 +44,7 @@ class Teacher(nn.Module):
     "A frozen backbone, always in eval mode; `weights` says where its weights came from."
     def __init__(self, name="wide_resnet50_2", pretrained=True, weights_path=None):
         super().__init__()
-        self.backbone = Backbone(name, pretrained=pretrained and not weights_path)
+        self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained and not weights_path)
         self.weights = self.backbone.weights
         if weights_path: _load_weights_file(self.backbone, weights_path); self.weights = f"loaded from {weights_path}"
         self.channels = self.backbone.channels
@@ -85,7 +71,7 @@ class Student(nn.Module):
     "A backbone (from scratch by default) whose taps are adapted to `out_channels`."
     def __init__(self, name="efficientnet_b0", out_channels=(256, 512, 1024), pretrained=False):
         super().__init__()
-        self.backbone = Backbone(name, pretrained=pretrained)
+        self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained)
         self.adapters = nn.ModuleList(Adapter(c, o) for c, o in zip(self.backbone.channels, out_channels))
     def forward(self, x): return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILE_NAMES', 'find_settings', 'Profile', 'load_profile', 'seed_everything', 'get_device', 'device_name',
-           'save_table', 'save_figure', 'git_commit', 'settings_digest', 'hub_reachable', 'timm_model']
+__all__ = ['PROFILE_NAMES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'find_settings', 'Profile', 'load_profile', 'seed_everything',
+           'get_device', 'device_name', 'save_table', 'save_figure', 'git_commit', 'settings_digest', 'hub_reachable',
+           'timm_model', 'ImageNetNormalize', 'FeatureBackbone']
 
 # %% ../nbs/00_core.ipynb #61be7c6d
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -151,3 +152,29 @@ def timm_model(name: str, pretrained=False, weights=None, **kwargs):
         warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
         return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"
     finally: hub.HF_HUB_OFFLINE = offline
+
+# %% ../nbs/00_core.ipynb #bc081953
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+class ImageNetNormalize(nn.Module):
+    "(x - mean) / std with ImageNet statistics, for images in [0, 1]."
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+    def forward(self, x): return (x - self.mean) / self.std
+
+class FeatureBackbone(nn.Module):
+    "A timm CNN tapped at `out_indices` with the given `strides`; images in [0, 1]; `channels` and `weights` say what it is."
+    def __init__(self, name: str, strides, pretrained=False, weights=None, out_indices=(1, 2, 3), **timm_kwargs):
+        super().__init__()
+        self.name, self.normalize = name, ImageNetNormalize()
+        self.net, self.weights = timm_model(name, pretrained, weights, features_only=True, out_indices=out_indices, **timm_kwargs)
+        got = tuple(self.net.feature_info.reduction())
+        if got != tuple(strides): raise ValueError(f"backbone {name!r} taps strides {got}, expected {tuple(strides)}")
+        self.channels = list(self.net.feature_info.channels())
+    def forward(self, x): return self.net(self.normalize(x))

@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DatasetError', 'Sample', 'detect_layout',
-           'list_categories', 'mask_path_for', 'read_category', 'load_image', 'image_size', 'load_mask',
-           'check_dataset', 'resize_mask', 'resize_image', 'AnomalyDataset', 'CocoSample', 'CocoSet',
-           'decode_segmentation', 'read_coco', 'CocoMultiTaskDataset', 'collate_multitask']
+__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'DatasetError', 'Sample', 'detect_layout', 'list_categories', 'mask_path_for',
+           'read_category', 'load_image', 'image_size', 'load_mask', 'check_dataset', 'resize_mask', 'resize_image',
+           'AnomalyDataset', 'CocoSample', 'CocoSet', 'decode_segmentation', 'read_coco', 'CocoMultiTaskDataset',
+           'collate_multitask']
 
 # %% ../nbs/01_data.ipynb #e7967989
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -177,9 +177,6 @@ def resize_image(image: np.ndarray, size) -> np.ndarray:
     return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 # %% ../nbs/01_data.ipynb #bb014a12
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 class AnomalyDataset:
     "Samples as tensors: image 3xHxW in [0,1], mask 1xHxW in {0,1}, label, and metadata."
     def __init__(self, samples, image_size=256):

@@ -17,10 +17,10 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
-from .core import timm_model
-from .data import CocoMultiTaskDataset, collate_multitask, load_image, resize_image, resize_mask, IMAGENET_MEAN, IMAGENET_STD
+from .core import FeatureBackbone, ImageNetNormalize, timm_model
+from .data import CocoMultiTaskDataset, collate_multitask, load_image, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
-from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, setup_distributed, is_main_process, wrap_ddp, unwrap
+from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
 
 # %% auto #0
 __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'Backbone', 'FPNNeck', 'ClassificationHead', 'CenterNetHead',
@@ -41,24 +41,20 @@ class SimpleFeaturePyramid(nn.Module):
     def forward(self, x): return [self.up(x), self.mid(x), self.down(x)]
 
 class Backbone(nn.Module):
-    "A timm backbone giving feature maps at strides 8, 16, 32 (`channels` lists their widths)."
+    "A timm backbone giving feature maps at strides 8, 16, 32 (`channels` lists their widths; `weights` their origin)."
     def __init__(self, name="convnext_atto", pretrained=True, image_size=128, weights=None, **timm_kwargs):
         super().__init__()
         self.name, self.is_vit = name, name.startswith(("vit", "eva", "deit"))
         if self.is_vit:
-            self.body, self.init = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
-            self.pyramid = SimpleFeaturePyramid(self.body.embed_dim); self.channels = self.pyramid.channels
-            self.patch = self.body.patch_embed.patch_size[0]
+            self.body, self.weights = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
+            self.normalize, self.pyramid = ImageNetNormalize(), SimpleFeaturePyramid(self.body.embed_dim)
+            self.channels, self.patch = self.pyramid.channels, self.body.patch_embed.patch_size[0]
         else:
-            self.body, self.init = timm_model(name, pretrained, weights, features_only=True, out_indices=(1, 2, 3), **timm_kwargs)
-            self.channels = self.body.feature_info.channels()
-            if self.body.feature_info.reduction() != [8, 16, 32]: raise ValueError(f"{name}: expected strides 8/16/32, got {self.body.feature_info.reduction()}")
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+            self.body = FeatureBackbone(name, (8, 16, 32), pretrained, weights, **timm_kwargs)
+            self.channels, self.weights = self.body.channels, self.body.weights
     def forward(self, x):
-        x = (x - self.mean) / self.std
         if not self.is_vit: return self.body(x)
-        tokens = self.body.forward_features(x)[:, self.body.num_prefix_tokens:]
+        tokens = self.body.forward_features(self.normalize(x))[:, self.body.num_prefix_tokens:]
         h, w = x.shape[2] // self.patch, x.shape[3] // self.patch
         return self.pyramid(tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w))
 
@@ -310,8 +306,10 @@ def train_multitask(model, train_sets, val_sets=None, weighting="coba", schedule
     params = list(model.parameters()) + (list(weighter.parameters()) if isinstance(weighter, nn.Module) else [])
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4); scaler = make_scaler(device, amp)
     history, start = [], 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        st = load_checkpoint(checkpoint, map_location=device)
+    sig = run_signature(model, batch_size=batch_size, lr=lr, seed=seed, tasks=tuple(tasks), world=world,
+                        weighting=type(weighter).__name__, scheduler=getattr(scheduler, "policy", None), interval=update_interval)
+    st = load_checkpoint(checkpoint, map_location=device, signature=sig) if checkpoint is not None and Path(checkpoint).is_file() else None
+    if st is not None:
         model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); scaler.load_state_dict(st["scaler"])
         weighter.load_state_dict(st["weighting"]); history, start = st["history"], st["step"]
         if scheduler is not None: scheduler.step = st["scheduler_step"]
@@ -345,7 +343,7 @@ def train_multitask(model, train_sets, val_sets=None, weighting="coba", schedule
         if checkpoint is not None and is_main_process() and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step + 1 == steps):
             save_checkpoint(checkpoint, model=unwrap(net).state_dict(), optimizer=opt.state_dict(), scaler=scaler.state_dict(),
                             weighting=weighter.state_dict(), history=history, step=step + 1,
-                            scheduler_step=scheduler.step if scheduler is not None else 0)
+                            scheduler_step=scheduler.step if scheduler is not None else 0, signature=sig)
     return dict(history=history, weighting=weighter)
 
 # %% ../nbs/11_mtl.ipynb #5fee18bd

@@ -5,7 +5,7 @@
 
 # %% ../nbs/08_train.ipynb #9d61541f
 from __future__ import annotations
-import contextlib, os, random, tempfile
+import contextlib, os, random, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from torch import nn
 # %% auto #0
 __all__ = ['amp_dtype', 'autocast', 'make_scaler', 'rng_states', 'set_rng_states', 'save_checkpoint', 'load_checkpoint',
            'setup_distributed', 'is_distributed', 'is_main_process', 'wrap_ddp', 'unwrap', 'cleanup_distributed',
-           'lr_milestones', 'make_optimizer', 'fit', 'predict']
+           'lr_milestones', 'make_optimizer', 'run_signature', 'fit', 'predict']
 
 # %% ../nbs/08_train.ipynb #f5260e82
 def amp_dtype(device) -> torch.dtype | None:
@@ -60,12 +60,15 @@ def save_checkpoint(path, **state) -> Path:
         if os.path.exists(tmp): os.remove(tmp)
     return path
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    "Read a checkpoint written by `save_checkpoint`, restore its RNG states and return its state."
+def load_checkpoint(path, map_location="cpu", signature=None) -> dict | None:
+    "Read a checkpoint of `save_checkpoint` and restore its RNG states; None if it has another `signature` than the one given."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
     try: state = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e: raise RuntimeError(f"checkpoint {path} could not be read ({e})") from e
+    if signature is not None and state.get("signature") != signature:
+        warnings.warn(f"checkpoint {path} belongs to another configuration (settings or model): it is not used")
+        return None
     if "rng" in state: set_rng_states(state["rng"])
     return state
 
@@ -127,7 +130,7 @@ def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True):
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=g,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
-def _signature(model, **hparams) -> str:
+def run_signature(model, **hparams) -> str:
     "A fingerprint of the model's parameter shapes and the training hyper-parameters."
     shapes = sum(hash((k, tuple(v.shape))) for k, v in unwrap(model).state_dict().items()) % (1 << 61)
     return f"{type(unwrap(model)).__name__}:{shapes}:" + ",".join(f"{k}={v}" for k, v in sorted(hparams.items()))
@@ -142,18 +145,15 @@ def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0
     if device.type == "cuda": model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, lr, betas, weight_decay, epochs, gamma)
     scaler = make_scaler(device, amp)
-    sig = _signature(model, epochs=epochs, batch_size=batch_size, lr=lr, betas=tuple(betas), wd=weight_decay, seed=seed, n=len(dataset))
+    sig = run_signature(model, epochs=epochs, batch_size=batch_size, lr=lr, betas=tuple(betas), wd=weight_decay, seed=seed, n=len(dataset))
     history, start = dict(epoch=[], step=[]), 0
     from cad_nb.core import seed_everything
     seed_everything(seed)
-    if checkpoint is not None and resume and Path(checkpoint).is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("signature") == sig:
-            state = load_checkpoint(checkpoint)
-            unwrap(model).load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"]); scaler.load_state_dict(state["scaler"])
-            history, start = state["history"], state["epoch"] + 1
-        elif is_main_process(): print(f"checkpoint {checkpoint} belongs to another configuration: training from scratch")
+    state = load_checkpoint(checkpoint, signature=sig) if checkpoint is not None and resume and Path(checkpoint).is_file() else None
+    if state is not None:
+        unwrap(model).load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"]); scaler.load_state_dict(state["scaler"])
+        history, start = state["history"], state["epoch"] + 1
     net = wrap_ddp(model, device)
     from tqdm.auto import tqdm
     for epoch in range(start, epochs if stop_after is None else min(epochs, start + stop_after)):

@@ -26,15 +26,15 @@ def test_backbones_strides():
         b = Backbone(name, pretrained=False, image_size=64, **kw)
         feats = b(torch.rand(1, 3, 64, 64))
         assert [f.shape[-1] for f in feats] == [8, 4, 2] and [f.shape[1] for f in feats] == ch == b.channels
-        assert "randomly initialised" in b.init
+        assert "randomly initialised" in b.weights
 
 
 def test_pretrained_offline_is_reported():
     import time
     from cad_nb.core import hub_reachable as _hub_reachable
     t0 = time.time(); b = Backbone("convnext_atto", pretrained=True, image_size=64)
-    if not _hub_reachable(): assert b.init.startswith("randomly initialised (pretrained weights unavailable: no network") and time.time() - t0 < 10
-    else: assert b.init.startswith(("pretrained", "randomly initialised (pretrained weights unavailable"))
+    if not _hub_reachable(): assert b.weights.startswith("randomly initialised (pretrained weights unavailable: no network") and time.time() - t0 < 10
+    else: assert b.weights.startswith(("pretrained", "randomly initialised (pretrained weights unavailable"))
 
 
 def test_centernet_roundtrip():
@@ -97,6 +97,9 @@ def test_train_resume_and_evaluate(data, tmp_path):
     r2 = train_multitask(m, sets, vsets, steps=3, **kw)
     assert [h["step"] for h in r2["history"]] == [1, 2, 3] and r2["weighting"].t == 3
     assert abs(sum(r2["history"][-1][f"w_{t}"] for t in TASKS) - 1) < 1e-6
+    with pytest.warns(UserWarning, match="another configuration"):                 # other settings: starts afresh
+        r3 = train_multitask(m, sets, vsets, steps=1, **{**kw, "batch_size": 3})
+    assert [h["step"] for h in r3["history"]] == [1]
     for w in ("uw", "dwa", "static"):
         h = train_multitask(m, sets, vsets, weighting=w, steps=2, batch_size=2, update_interval=1, progress=False)["history"]
         assert all(np.isfinite(x["total"]) for x in h)
