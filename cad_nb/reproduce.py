@@ -16,7 +16,8 @@ import nbformat
 from .core import device_name, find_settings, get_device, git_commit, load_profile
 
 # %% auto #0
-__all__ = ['has_parameters_cell', 'experiment_notebooks', 'find_nbs_dir', 'run_notebook', 'reproduce', 'main']
+__all__ = ['has_parameters_cell', 'experiment_notebooks', 'find_nbs_dir', 'run_notebook', 'save_documentation', 'reproduce',
+           'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
 def has_parameters_cell(path) -> bool:
@@ -68,9 +69,27 @@ def run_notebook(nb_path, out_path, parameters: dict, progress_bar=True) -> dict
     return result
 
 # %% ../nbs/99_reproduce.ipynb #848a5c66
+def save_documentation(executed, target, note: str) -> Path:
+    "Copy the executed notebook over `target` with papermill's injected cell turned into a markdown `note`."
+    nb = nbformat.read(executed, as_version=4)
+    for i, c in enumerate(nb.cells):
+        if "injected-parameters" in c.metadata.get("tags", []): nb.cells[i] = nbformat.v4.new_markdown_cell(note, id=c.get("id"))
+        keep = {k: v for k, v in c.metadata.items() if k == "tags" and "injected-parameters" not in v}
+        nb.cells[i].metadata = keep
+    nb.metadata = {k: v for k, v in nb.metadata.items() if k == "kernelspec"}
+    nbformat.write(nb, target)
+    return Path(target)
+
+def _lanes_order(notebooks, old: dict, jobs: int) -> list[Path]:
+    "File order for one lane; with several, the longest first by the last recorded times, so the lanes end together."
+    if jobs <= 1: return list(notebooks)
+    return sorted(notebooks, key=lambda nb: -old.get(nb.stem, {}).get("seconds", 0))
+
 def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=None, nbs_dir=None,
-              progress_bar=True, log=print) -> dict:
-    "Run the experiment notebooks under `profile`; return the manifest (also written to the profile's out_dir)."
+              progress_bar=True, log=print, jobs=1, save_notebooks=False) -> dict:
+    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to the profile's out_dir)."
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
     cfg = load_profile(profile, settings, data_root=data_root, device=device)
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)
     notebooks = experiment_notebooks(nbs_dir, only)
@@ -81,18 +100,27 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
     params = dict(profile=cfg.name, data_root=str(data_root) if data_root else None, device=device)
     settings_env = str(find_settings(settings).resolve())
     manifest = dict(profile=cfg.name, device=device_name(get_device(device)), commit=git_commit(cfg.base),
-                    data_root=params["data_root"] or f"embedded benchmark ({cfg.benchmark})",
+                    data_root=params["data_root"] or f"embedded benchmark ({cfg.benchmark})", jobs=jobs,
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     last_run=[nb.stem for nb in notebooks], notebooks=dict(old))
-    with _environ(CAD_NB_SETTINGS=settings_env):
-        for i, nb in enumerate(notebooks, 1):
-            log(f"[{i}/{len(notebooks)}] {nb.name} (profile {cfg.name})")
-            res = run_notebook(nb, executed_dir / nb.name, params, progress_bar)
-            res.update(executed=os.path.relpath(res["executed"], cfg.base), commit=manifest["commit"])
+    lock, order = Lock(), _lanes_order(notebooks, old, jobs)
+    def one(i, nb):
+        log(f"[{i}/{len(order)}] {nb.name} (profile {cfg.name})")
+        res = run_notebook(nb, executed_dir / nb.name, params, progress_bar and jobs == 1)
+        res.update(executed=os.path.relpath(res["executed"], cfg.base), commit=manifest["commit"])
+        if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
+        else:
+            log(f"done {nb.name} in {res['seconds']} s")
+            if save_notebooks:
+                save_documentation(executed_dir / nb.name, nb, f"*This copy carries the outputs of `cad-nb reproduce --profile {cfg.name}` "
+                                   f"(commit {manifest['commit']}, {manifest['device']}, {res['seconds']:.0f} s); the parameters cell "
+                                   "above keeps the smoke defaults that the tests run.*")
+        with lock:
             manifest["notebooks"][nb.stem] = res
-            if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
-            else: log(f"done {nb.name} in {res['seconds']} s")
             manifest_path.write_text(json.dumps(manifest, indent=2))
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None      # one lane's share of the cores
+    with _environ(CAD_NB_SETTINGS=settings_env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(max(1, jobs)) as pool:
+        list(pool.map(one, range(1, len(order) + 1), order))
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest_path.write_text(json.dumps(manifest, indent=2))
     return manifest
@@ -109,12 +137,15 @@ def main(argv=None) -> int:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--settings", help="settings.ini to use (default: found from the current folder)")
     r.add_argument("--list", action="store_true", help="list the experiment notebooks and exit")
+    r.add_argument("--jobs", type=int, default=1, help="notebooks run side by side, the cores shared among them (default 1)")
+    r.add_argument("--save-notebooks", action="store_true", help="write each executed notebook back into nbs/ as its documentation")
     a = ap.parse_args(argv)
     if a.list:
         for p in experiment_notebooks(find_nbs_dir(a.settings)): print(p.stem)
         return 0
     if a.data_root and not Path(a.data_root).is_dir(): ap.error(f"--data-root {a.data_root} is not a folder")
-    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings)
+    if a.jobs < 1: ap.error(f"--jobs {a.jobs} must be at least 1")
+    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks)
     ran = {k: manifest["notebooks"][k] for k in manifest["last_run"]}
     failed = {k: v for k, v in ran.items() if v["status"] != "ok"}
     print(f"{len(ran) - len(failed)} notebooks ok, {len(failed)} failed; manifest in the profile's out_dir")
