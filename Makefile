@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-## The main job: regenerate every table and figure into figures/ (profile cpu by default).
+JOBS ?= 2
+
+## The main job: regenerate every table and figure into figures/ (profile cpu by default), two notebooks side by
+## side; the executed experiment notebooks replace those in nbs/ as their documentation.
 reproduce: $(STAMP)
-	$(BIN)/cad-nb reproduce --profile $(PROFILE)
+	$(BIN)/cad-nb reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(filter cpu,$(PROFILE)),--save-notebooks)
 
 ## Everything CI checks.
 test: $(STAMP) sync-check pytest nbtest

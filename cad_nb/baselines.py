@@ -140,11 +140,19 @@ def build_method(name, cfg, teacher, **options) -> nn.Module:
     raise ValueError(f"unknown method {name!r}; known: {METHODS}")
 
 def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
-               progress=True, **options) -> dict:
+               progress=True, track_every=0, **options) -> dict:
     "Train (or fit) method `name`, predict `test_set`, evaluate; dict(metrics, pred, history, train_s, test_s)."
     from cad_nb.synthesis import AnomalySynthesizer, SynthesisDataset
-    model, t0, history = build_method(name, cfg, teacher, **options), time.time(), None
-    common = dict(epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.cfrg_lr, device=device, seed=cfg.seed,
+    model, t0, history, tracked = build_method(name, cfg, teacher, **options), time.time(), None, []
+    epochs = epochs or cfg.epochs
+    def test(model):
+        pred = predict(model, test_set, cfg.batch_size, device, cfg.cfrg_workers)
+        return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
+    def track(epoch, model):                                  # test metrics during training (not counted in train_s)
+        if not track_every or (epoch + 1) % track_every or epoch + 1 == epochs: return None
+        t = time.time(); found = test(model)[1]; tracked.append(time.time() - t)
+        return found
+    common = dict(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.cfrg_lr, device=device, seed=cfg.seed, callback=track,
                   workers=cfg.cfrg_workers, checkpoint=cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt", progress=progress, desc=run_name)
     if name == "PaDiM": fit_padim(model, train_set, cfg.batch_size, device, cfg.cfrg_workers)
     elif name == "CFRG":
@@ -152,6 +160,6 @@ def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", 
         history = fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, **common)
     else: history = fit(model, rd_step, train_set, **common)
     t1 = time.time()
-    pred = predict(model, test_set, cfg.batch_size, device, cfg.cfrg_workers)
-    metrics = evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
-    return dict(metrics=metrics, pred=pred, history=history, train_s=t1 - t0, test_s=time.time() - t1)
+    pred, metrics = test(model)
+    if history is not None and track_every: history.setdefault("callback", []).append(dict(epoch=epochs - 1, step=len(history["step"]), **metrics))
+    return dict(metrics=metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)

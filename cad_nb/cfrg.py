@@ -28,25 +28,12 @@ STRIDES = (4, 8, 16)
 # %% ../nbs/06_cfrg.ipynb #a98eea3f
 RANDOM_TEACHER_NOTE = "NOTE: the teacher network is randomly initialised (no pretrained weights were available); numbers are not comparable to an ImageNet-pretrained teacher."
 
-def _load_weights_file(backbone: FeatureBackbone, path) -> None:
-    "Load a (full-model or features-only) state dict from `path` into `backbone.net`."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"teacher weights file not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state)
-    own = backbone.net.state_dict()
-    picked = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
-    missing = [k for k in own if k not in picked]
-    if missing: raise ValueError(f"teacher weights {path} do not fit {backbone.name!r}: {len(missing)} tensors missing, e.g. {missing[:3]}")
-    backbone.net.load_state_dict(picked)
-
 class Teacher(nn.Module):
     "A frozen backbone, always in eval mode; `weights` says where its weights came from."
     def __init__(self, name="wide_resnet50_2", pretrained=True, weights_path=None):
         super().__init__()
-        self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained and not weights_path)
+        self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained, weights=weights_path)
         self.weights = self.backbone.weights
-        if weights_path: _load_weights_file(self.backbone, weights_path); self.weights = f"loaded from {weights_path}"
         self.channels = self.backbone.channels
         self.requires_grad_(False); self.eval()
     @property

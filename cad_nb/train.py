@@ -137,7 +137,7 @@ def run_signature(model, **hparams) -> str:
 
 def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0,
         gamma=0.2, device="cpu", seed=0, workers=0, checkpoint=None, resume=True, amp=True, progress=True,
-        stop_after=None, desc="train") -> dict:
+        stop_after=None, desc="train", callback=None) -> dict:
     "Train `model` with `step` on `dataset`; checkpoint each epoch, resume from `checkpoint`; return the loss history."
     device = torch.device(device)
     if len(dataset) == 0: raise ValueError("the training set is empty")
@@ -172,6 +172,8 @@ def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
         sched.step()
         history["epoch"].append(dict(epoch=epoch, lr=opt.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}))
+        if callback is not None and is_main_process() and (found := callback(epoch, unwrap(model))) is not None:
+            history.setdefault("callback", []).append(dict(epoch=epoch, step=len(history["step"]), **found))
         if checkpoint is not None and is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                             scaler=scaler.state_dict(), epoch=epoch, history=history, signature=sig)
