@@ -424,7 +424,7 @@ def cmd_predict(a, ap) -> int:
     for path in files:
         try: image = load_image(path)
         except DatasetError as e:
-            print(f"cad-nb predict: skipped {path}: {e}", file=sys.stderr)
+            print(f"cad-nb predict: skipped ({e})", file=sys.stderr)
             failed.append(path)
             continue
         amap, score, predicted = predict_image(model, record, image, device)

@@ -185,6 +185,9 @@ def run_reproduce(a, ap) -> int:
     if a.list:
         for p in experiment_notebooks(find_nbs_dir(a.settings)): print(p.stem)
         return 0
+    try: load_profile(a.profile, a.settings)
+    except KeyError as e: ap.error(f"--profile {a.profile}: {e.args[0]}")
+    except FileNotFoundError as e: ap.error(f"--settings: {e}")
     if a.data_root and not Path(a.data_root).is_dir(): ap.error(f"--data-root {a.data_root} is not a folder")
     if a.jobs < 1: ap.error(f"--jobs {a.jobs} must be at least 1")
     try: experiment_notebooks(find_nbs_dir(a.settings), a.only)
