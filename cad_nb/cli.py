@@ -31,9 +31,9 @@ from .train import (autocast, cleanup_distributed, is_distributed, is_main_proce
 __all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SETTINGS', 'CliError', 'apply_sets', 'method_names',
            'method_arg', 'write_json', 'read_json', 'run_record', 'start_run', 'parameter_digest', 'finish_run',
            'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
-           'train_multitask_run', 'cmd_train', 'f1_threshold', 'test_anomaly', 'test_multitask', 'metrics_markdown',
-           'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps', 'predict_image', 'cmd_predict', 'make_parser',
-           'main']
+           'train_multitask_run', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run',
+           'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps', 'predict_image',
+           'cmd_predict', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -321,7 +321,7 @@ def f1_threshold(labels, scores) -> float | None:
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[np.argmax(f1[:-1])])
 
-def test_anomaly(model, record, root, device) -> dict:
+def evaluate_anomaly_run(model, record, root, device) -> dict:
     "Metrics, threshold and map colour range of a 3C run on its category's test split under `root`."
     cfg = run_profile(record)
     root, categories = _anomaly_root(root)
@@ -336,7 +336,7 @@ def test_anomaly(model, record, root, device) -> dict:
     return dict(metrics=metrics, threshold=f1_threshold(pred["labels"], pred["scores"]),
                 map_range=[float(low), float(high)], test_images=len(test_set))
 
-def test_multitask(model, record, root, device) -> dict:
+def evaluate_multitask_run(model, record, root, device) -> dict:
     "Metrics of a multi-task run on annotations/test.json under `root`."
     cfg = run_profile(record)
     test = read_coco(_coco_root(root, "test") / "annotations" / "test.json")
@@ -358,7 +358,8 @@ def cmd_test(a, ap) -> int:
     device = get_device(a.device or record["settings"].get("device", "auto"))
     model = load_model(a.run, record, device)
     root = Path(a.data_root or record["data_root"])
-    result = (test_multitask if record["method"] == MTL else test_anomaly)(model, record, root, device)
+    evaluate_run = evaluate_multitask_run if record["method"] == MTL else evaluate_anomaly_run
+    result = evaluate_run(model, record, root, device)
     result.update(data_root=str(root.resolve()), tested=_now())
     write_json(Path(a.run) / METRICS, result)
     (Path(a.run) / "metrics.md").write_text(metrics_markdown(result, record))
