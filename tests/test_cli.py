@@ -233,3 +233,21 @@ def test_wheel_runs_outside_a_checkout(tmp_path):
     assert not any(site.rglob("manifest.json")) and not (site / "cad_nb" / "outputs").exists()   # none in the package
     res = run_cli("train", "--method", "nope", "--data-root", ".")
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "unknown method 'nope'" in res.stderr
+
+
+def test_padim_is_fitted_checkpointed_and_reloaded(smoke_benchmark, tmp_path):
+    torch.set_num_threads(1)
+    category = list_categories(smoke_benchmark)[0]
+    run = tmp_path / "padim"
+    code, _, err = cli("train", "--method", "PaDiM", "--data-root", smoke_benchmark, "--category", category,
+                       "--out", run, *TINY)
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "complete" and not (run / "history.csv").exists()
+    source = next((smoke_benchmark / category / "test").rglob("*.png"))
+    for folder in ("a", "b"):                                               # one file name in two folders
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "part.png")
+    code, _, err = cli("predict", "--run", run, "--images", tmp_path / "*" / "part.png")
+    assert code == 0, err
+    table = pd.read_csv(run / "predictions" / "predictions.csv")
+    assert table["map"].tolist() == ["part.npy", "part_1.npy"] and table.score[0] == table.score[1]
