@@ -14,7 +14,7 @@ from .cfrg import (Teacher, OneClassBottleneck, RecoveryDecoder, check_input_siz
 
 # %% auto #0
 __all__ = ['METHODS', 'ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim', 'category_datasets', 'make_teacher', 'build_method',
-           'run_method']
+           'train_method', 'run_method']
 
 # %% ../nbs/07_baselines.ipynb #e2a9c22d
 class ReverseDistillation(nn.Module):
@@ -139,12 +139,24 @@ def build_method(name, cfg, teacher, **options) -> nn.Module:
     if name == "PaDiM": return PaDiM(teacher, seed=cfg.seed)
     raise ValueError(f"unknown method {name!r}; known: {METHODS}")
 
+def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", loss=None, epochs=None,
+                 progress=True, desc=None, stop_after=None, callback=None, **options):
+    "(model, loss history) of method `name` trained, or fitted (PaDiM: history None), on `train_set`; checkpoints to `checkpoint`."
+    from cad_nb.synthesis import AnomalySynthesizer, SynthesisDataset
+    model, history = build_method(name, cfg, teacher, **options), None
+    common = dict(epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.cfrg_lr, device=device, seed=cfg.seed, callback=callback,
+                  workers=cfg.cfrg_workers, checkpoint=checkpoint, progress=progress, desc=desc or name, stop_after=stop_after)
+    if name == "PaDiM": fit_padim(model, train_set, cfg.batch_size, device, cfg.cfrg_workers)
+    elif name == "CFRG":
+        synth = SynthesisDataset(train_set, AnomalySynthesizer(cfg.get("cfrg_dtd_root")), seed=cfg.seed)
+        history = fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, **common)
+    else: history = fit(model, rd_step, train_set, **common)
+    return model, history
+
 def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
                progress=True, track_every=0, **options) -> dict:
     "Train (or fit) method `name`, predict `test_set`, evaluate; dict(metrics, pred, history, train_s, test_s)."
-    from cad_nb.synthesis import AnomalySynthesizer, SynthesisDataset
-    model, t0, history, tracked = build_method(name, cfg, teacher, **options), time.time(), None, []
-    epochs = epochs or cfg.epochs
+    t0, tracked, epochs = time.time(), [], epochs or cfg.epochs
     def test(model):
         pred = predict(model, test_set, cfg.batch_size, device, cfg.cfrg_workers)
         return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
@@ -152,14 +164,10 @@ def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", 
         if not track_every or (epoch + 1) % track_every or epoch + 1 == epochs: return None
         t = time.time(); found = test(model)[1]; tracked.append(time.time() - t)
         return found
-    common = dict(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.cfrg_lr, device=device, seed=cfg.seed, callback=track,
-                  workers=cfg.cfrg_workers, checkpoint=cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt", progress=progress, desc=run_name)
-    if name == "PaDiM": fit_padim(model, train_set, cfg.batch_size, device, cfg.cfrg_workers)
-    elif name == "CFRG":
-        synth = SynthesisDataset(train_set, AnomalySynthesizer(cfg.get("cfrg_dtd_root")), seed=cfg.seed)
-        history = fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, **common)
-    else: history = fit(model, rd_step, train_set, **common)
+    checkpoint = cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt"
+    model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=track, **options)
     t1 = time.time()
     pred, metrics = test(model)
     if history is not None and track_every: history.setdefault("callback", []).append(dict(epoch=epochs - 1, step=len(history["step"]), **metrics))
     return dict(metrics=metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)
+

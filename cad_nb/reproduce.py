@@ -6,7 +6,7 @@ manifest, and keeps going when one notebook fails."""
 
 # %% ../nbs/99_reproduce.ipynb #01480130
 from __future__ import annotations
-import argparse, json, os, sys, time
+import argparse, configparser, json, os, sys, time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +16,9 @@ import nbformat
 from .core import device_name, find_settings, get_device, git_commit, load_profile
 
 # %% auto #0
-__all__ = ['has_parameters_cell', 'experiment_notebooks', 'find_nbs_dir', 'run_notebook', 'save_documentation', 'reproduce',
-           'main']
+__all__ = ['PATH_SETTINGS', 'has_parameters_cell', 'experiment_notebooks', 'package_dir', 'is_installed_settings', 'find_nbs_dir',
+           'run_notebook', 'save_documentation', 'write_run_settings', 'reproduce', 'add_reproduce_command',
+           'run_reproduce', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
 def has_parameters_cell(path) -> bool:
@@ -34,11 +35,20 @@ def experiment_notebooks(nbs_dir, only=None) -> list[Path]:
     if unknown: raise ValueError(f"no experiment notebook named {unknown}; available: {[p.stem for p in nbs]}")
     return [p for p in nbs if key(p) & set(only)]
 
+def package_dir() -> Path:
+    "The folder of the `cad_nb` package in use: it holds the shipped settings.ini and notebooks (nbs/)."
+    import cad_nb
+    return Path(cad_nb.__file__).parent
+
+def is_installed_settings(settings=None) -> bool:
+    "True when the settings in use are the copy inside the package (a pip install, no checkout around)."
+    return find_settings(settings).resolve() == (package_dir() / "settings.ini").resolve()
+
 def find_nbs_dir(settings=None) -> Path:
-    "The `nbs/` folder of the checkout that holds the settings file."
-    nbs = find_settings(settings).resolve().parent / "nbs"
-    if not nbs.is_dir(): raise FileNotFoundError(f"no nbs/ folder beside {find_settings(settings)}: run `cad-nb reproduce` inside a cad_nb checkout")
-    return nbs
+    "The `nbs/` folder beside the settings file (a checkout), else the notebooks shipped in the package."
+    for nbs in (find_settings(settings).resolve().parent / "nbs", package_dir() / "nbs"):
+        if nbs.is_dir(): return nbs
+    raise FileNotFoundError(f"no nbs/ folder beside {find_settings(settings)} nor in the package at {package_dir()}")
 
 # %% ../nbs/99_reproduce.ipynb #7315af8a
 @contextmanager
@@ -85,20 +95,49 @@ def _lanes_order(notebooks, old: dict, jobs: int) -> list[Path]:
     if jobs <= 1: return list(notebooks)
     return sorted(notebooks, key=lambda nb: -old.get(nb.stem, {}).get("seconds", 0))
 
+def _ini_value(v) -> str:
+    "A profile value written back as settings.ini text (the inverse of the typing `load_profile` does)."
+    if v is None: return ""
+    if isinstance(v, bool): return str(v).lower()
+    if isinstance(v, list): return ", ".join(_ini_value(x) for x in v)
+    return str(v)
+
+PATH_SETTINGS = ("data_root", "cache_dir", "out_dir", "run_dir", "cfrg_teacher_weights", "cfrg_dtd_root")
+
+def _under(work, value) -> Path:
+    "A path setting taken from folder `work` (an absolute one unchanged)."
+    return (Path(work) / Path(str(value)).expanduser()).resolve()
+
+def write_run_settings(cfg, work, out_dir, path) -> Path:
+    "Write profile `cfg` alone to `path`, its paths made absolute (relative ones taken from `work`) and out_dir set to `out_dir`."
+    values = {k: _ini_value(v) for k, v in cfg.values.items()}
+    for k in PATH_SETTINGS:
+        if cfg.get(k): values[k] = str(_under(work, cfg.get(k)))
+    values["out_dir"] = str(Path(out_dir).resolve())
+    parser = configparser.ConfigParser(interpolation=None)
+    parser[cfg.name] = values
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f: parser.write(f)
+    return path
+
 def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=None, nbs_dir=None,
-              progress_bar=True, log=print, jobs=1, save_notebooks=False) -> dict:
-    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to the profile's out_dir)."
+              progress_bar=True, log=print, jobs=1, save_notebooks=False, out=None) -> dict:
+    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out` or the profile's out_dir)."
     from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
+    data_root = str(Path(data_root).resolve()) if data_root else None
     cfg = load_profile(profile, settings, data_root=data_root, device=device)
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)
     notebooks = experiment_notebooks(nbs_dir, only)
-    out_dir, executed_dir = cfg.path("out_dir"), cfg.base / "outputs" / cfg.name
+    work = Path.cwd() if is_installed_settings(settings) else cfg.base        # never write into the installed package
+    out_dir = Path(out).resolve() if out else _under(work, cfg.out_dir)
+    executed_dir = work / "outputs" / cfg.name
     out_dir.mkdir(parents=True, exist_ok=True); executed_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     old = json.loads(manifest_path.read_text()).get("notebooks", {}) if manifest_path.exists() else {}
-    params = dict(profile=cfg.name, data_root=str(data_root) if data_root else None, device=device)
+    params = dict(profile=cfg.name, data_root=data_root, device=device)
     settings_env = str(find_settings(settings).resolve())
+    if out or work != cfg.base: settings_env = str(write_run_settings(cfg, work, out_dir, executed_dir / "settings.ini"))
     manifest = dict(profile=cfg.name, device=device_name(get_device(device)), commit=git_commit(cfg.base),
                     data_root=params["data_root"] or f"embedded benchmark ({cfg.benchmark})", jobs=jobs,
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -107,7 +146,7 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
     def one(i, nb):
         log(f"[{i}/{len(order)}] {nb.name} (profile {cfg.name})")
         res = run_notebook(nb, executed_dir / nb.name, params, progress_bar and jobs == 1)
-        res.update(executed=os.path.relpath(res["executed"], cfg.base), commit=manifest["commit"])
+        res.update(executed=os.path.relpath(res["executed"], work), commit=manifest["commit"])
         if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
         else:
             log(f"done {nb.name} in {res['seconds']} s")
@@ -126,28 +165,44 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
     return manifest
 
 # %% ../nbs/99_reproduce.ipynb #ea5869fe
-def main(argv=None) -> int:
-    "Entry point of the `cad-nb` console script."
-    ap = argparse.ArgumentParser(prog="cad-nb", description="Reproduce the cad_nb tables and figures.")
-    sub = ap.add_subparsers(dest="command", required=True)
+def add_reproduce_command(sub):
+    "Add the `reproduce` command to the subparsers `sub` of a `cad-nb` parser."
     r = sub.add_parser("reproduce", help="run the experiment notebooks with papermill")
     r.add_argument("--profile", default="cpu", help="profile of settings.ini: smoke, cpu or paper (default cpu)")
     r.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (e.g. 03_stats or stats)")
     r.add_argument("--data-root", help="a 3CAD or MVTec AD folder instead of the embedded benchmark")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--settings", help="settings.ini to use (default: found from the current folder)")
+    r.add_argument("--out", help="folder for the tables and figures (default: the profile's out_dir)")
     r.add_argument("--list", action="store_true", help="list the experiment notebooks and exit")
     r.add_argument("--jobs", type=int, default=1, help="notebooks run side by side, the cores shared among them (default 1)")
     r.add_argument("--save-notebooks", action="store_true", help="write each executed notebook back into nbs/ as its documentation")
-    a = ap.parse_args(argv)
+    r.set_defaults(handler=run_reproduce)
+    return r
+
+def run_reproduce(a, ap) -> int:
+    "Run the `reproduce` command of the parsed arguments `a` (`ap`: the parser, for usage errors)."
     if a.list:
         for p in experiment_notebooks(find_nbs_dir(a.settings)): print(p.stem)
         return 0
+    try: load_profile(a.profile, a.settings)
+    except KeyError as e: ap.error(f"--profile {a.profile}: {e.args[0]}")
+    except FileNotFoundError as e: ap.error(f"--settings: {e}")
     if a.data_root and not Path(a.data_root).is_dir(): ap.error(f"--data-root {a.data_root} is not a folder")
     if a.jobs < 1: ap.error(f"--jobs {a.jobs} must be at least 1")
-    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks)
+    try: experiment_notebooks(find_nbs_dir(a.settings), a.only)
+    except ValueError as e: ap.error(f"--only: {e}")
+    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks, out=a.out)
     ran = {k: manifest["notebooks"][k] for k in manifest["last_run"]}
     failed = {k: v for k, v in ran.items() if v["status"] != "ok"}
-    print(f"{len(ran) - len(failed)} notebooks ok, {len(failed)} failed; manifest in the profile's out_dir")
+    where = a.out or "the profile's out_dir"
+    print(f"{len(ran) - len(failed)} notebooks ok, {len(failed)} failed; manifest in {where}")
     for k, v in failed.items(): print(f"  {k}: cell {v['cell']} ({v.get('source', '')!r}): {v['error']}")
     return 1 if failed else 0
+
+def main(argv=None) -> int:
+    "The `reproduce` command alone (the `cad-nb` console script, `cad_nb.cli.main`, has it with the others)."
+    ap = argparse.ArgumentParser(prog="cad-nb", description="Reproduce the cad_nb tables and figures.")
+    add_reproduce_command(ap.add_subparsers(dest="command", required=True))
+    a = ap.parse_args(argv)
+    return a.handler(a, ap)

@@ -1,0 +1,253 @@
+"`cad-nb train / test / predict` end to end on the smoke benchmarks, every bad input, torchrun, and a wheel install."
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from cad_nb.cli import main
+from cad_nb.data import list_categories
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--profile", "smoke", "--set", "pretrained=false", "--quiet"]     # random teacher: nothing is downloaded
+
+
+def cli(*args):
+    "`cad-nb ARGS` in this process: (exit code, stdout, stderr)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def one_line(err: str) -> str:
+    "The single line an error prints (and that there is no traceback)."
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def train_args(bench, out, *extra):
+    category = list_categories(bench)[0]
+    return ["train", "--method", "rd", "--data-root", bench, "--category", category, "--out", out, *TINY, *extra]
+
+
+@pytest.fixture(scope="module")
+def run(smoke_benchmark, tmp_path_factory):
+    "A tiny RD run (one epoch) on the first smoke category."
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("runs") / "rd"
+    code, _, err = cli(*train_args(smoke_benchmark, out))
+    assert code == 0, err
+    return out
+
+
+def state_of(run_dir):
+    return torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+
+
+def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benchmark, tmp_path, monkeypatch):
+    import cad_nb.baselines as baselines
+    torch.set_num_threads(1)
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "epochs=2"))
+    assert code == 0, err
+    calls, rd_step = [], baselines.rd_step
+    def interrupted_step(*args, **kwargs):                      # Ctrl-C in the first batch of the second epoch
+        calls.append(1)
+        if len(calls) == 3: raise KeyboardInterrupt
+        return rd_step(*args, **kwargs)
+    monkeypatch.setattr(baselines, "rd_step", interrupted_step)
+    args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "epochs=2")
+    code, _, err = cli(*args)
+    assert code == 130 and "the same command resumes" in one_line(err)
+    assert state_of(tmp_path / "resumed")["epoch"] == 0                 # the first epoch is kept
+    monkeypatch.setattr(baselines, "rd_step", rd_step)
+    code, _, err = cli(*args)
+    assert code == 0, err
+    straight, resumed = state_of(tmp_path / "straight"), state_of(tmp_path / "resumed")
+    assert resumed["epoch"] == 1 and straight["model"].keys() == resumed["model"].keys()
+    for k, v in straight["model"].items(): assert torch.equal(v, resumed["model"][k]), k
+    records = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("straight", "resumed")]
+    assert records[0]["parameter_digests"] == records[1]["parameter_digests"] and records[1]["status"] == "complete"
+    assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 2
+    code, _, err = cli(*args[:-2], "--set", "epochs=3")                  # same folder, other settings: refused
+    assert code == 2 and "holds another run (its settings differ)" in one_line(err)
+
+
+def test_run_folder_records_settings_and_provenance(run):
+    record = json.loads((run / "run.json").read_text())
+    assert record["method"] == "RD" and record["status"] == "complete" and record["world_size"] == 1
+    assert record["settings"]["pretrained"] is False and record["settings"]["image_size"] == 64
+    assert record["weights"] == "randomly initialised (pretrained=False)"
+    assert record["cad_nb"] and record["profile"] == "smoke"
+    assert list(pd.read_csv(run / "history.csv").columns[:3]) == ["epoch", "lr", "loss"]
+
+
+def test_test_then_predict_a_folder_with_a_corrupt_file(run, smoke_benchmark, tmp_path):
+    code, out, err = cli("test", "--run", run)
+    assert code == 0, err
+    tested = json.loads((run / "metrics.json").read_text())
+    assert {"p_auroc", "i_auroc", "aupro"} <= set(tested["metrics"]) and tested["threshold"] is not None
+    assert "| p_auroc |" in (run / "metrics.md").read_text()
+    images = tmp_path / "images"; images.mkdir()
+    source = sorted((smoke_benchmark / json.loads((run / "run.json").read_text())["category"] / "test").rglob("*.png"))
+    Image.open(source[0]).convert("RGB").save(images / "a.png")
+    Image.open(source[-1]).convert("RGB").resize((70, 50)).save(images / "b_small.jpg")   # any size
+    (images / "broken.png").write_bytes(b"not an image")
+    code, out, err = cli("predict", "--run", run, "--images", images, "--out", tmp_path / "pred")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 2 and "broken.png" in lines[0] and "1 of 3 images could not be read" in lines[1]
+    table = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    assert [Path(p).name for p in table.path] == ["a.png", "b_small.jpg"]
+    assert set(table.anomalous) <= {0, 1} and np.isfinite(table.score).all()
+    for path, heat, amap in zip(table.path, table.heatmap, table["map"]):
+        size = Image.open(path).size
+        assert Image.open(tmp_path / "pred" / heat).size == size
+        assert np.load(tmp_path / "pred" / amap).shape == size[::-1]          # the map at the image's own size
+    code, _, err = cli("predict", "--run", run, "--images", images / "*.jpg", "--threshold", "-1")
+    assert code == 0, err
+    assert pd.read_csv(run / "predictions" / "predictions.csv").anomalous.tolist() == [1]
+
+
+BAD_TRAIN = [
+    (["--method", "patchcore"], 2, "unknown method 'patchcore'; known: cfrg, rd, padim"),
+    (["--category", "Nope"], 2, "--category Nope: not in"),
+    (["--set", "epoch=2"], 2, "has no setting 'epoch' (did you mean 'epochs'?)"),
+    (["--set", "epochs=two"], 2, "'epochs' takes an int"),
+    (["--set", "pretrained=maybe"], 2, "'pretrained' takes a bool"),
+    (["--profile", "gpu"], 2, "--profile gpu: no profile 'gpu'"),
+]
+
+
+@pytest.mark.parametrize("change,code,message", BAD_TRAIN)
+def test_bad_train_arguments(smoke_benchmark, tmp_path, change, code, message):
+    args = train_args(smoke_benchmark, tmp_path / "run")
+    for i in range(0, len(change), 2):                      # replace the option's value, or add the option
+        if change[i] in args and change[i] != "--set": args[args.index(change[i]) + 1] = change[i + 1]
+        else: args += change[i:i + 2]
+    got, _, err = cli(*args)
+    assert got == code and message in one_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_data_roots_in_neither_layout(tmp_path, smoke_benchmark):
+    (tmp_path / "photos").mkdir(); (tmp_path / "photos" / "x.png").write_bytes(b"")
+    for root in (tmp_path / "photos", tmp_path / "missing"):
+        code, _, err = cli("train", "--method", "rd", "--data-root", root, "--category", "x", *TINY)
+        assert code == 2 and f"--data-root {root}" in one_line(err)
+    code, _, err = cli("train", "--method", "mtl", "--data-root", smoke_benchmark, *TINY)
+    assert code == 2 and "no annotations/train.json" in one_line(err)
+
+
+def test_bad_run_folders(run, tmp_path):
+    image = tmp_path / "image.png"
+    Image.new("RGB", (40, 30)).save(image)
+    code, _, err = cli("test", "--run", tmp_path)
+    assert code == 2 and "no run.json there" in one_line(err)
+    shutil.copytree(run, tmp_path / "no_ckpt"); (tmp_path / "no_ckpt" / "checkpoint.pt").unlink()
+    code, _, err = cli("test", "--run", tmp_path / "no_ckpt")
+    assert code == 2 and "no checkpoint.pt there" in one_line(err)
+    cases = [("other_method", dict(method="PaDiM"), "holds a ReverseDistillation model, not the PaDiM"),
+             ("other_version", dict(cad_nb="0.0.1"), "written by cad_nb 0.0.1")]
+    for name, change, message in cases:
+        shutil.copytree(run, tmp_path / name)
+        record = json.loads((tmp_path / name / "run.json").read_text())
+        (tmp_path / name / "run.json").write_text(json.dumps({**record, **change}))
+        for args in (["test"], ["predict", "--images", image]):
+            code, _, err = cli(*args, "--run", tmp_path / name)
+            assert code == 1 and message in one_line(err)
+    shutil.copytree(run, tmp_path / "corrupt"); (tmp_path / "corrupt" / "checkpoint.pt").write_bytes(b"garbage")
+    code, _, err = cli("test", "--run", tmp_path / "corrupt")
+    assert code == 1 and "could not be read" in one_line(err) and "checkpoint.pt" in err
+    code, _, err = cli("predict", "--run", run, "--images", tmp_path / "*.tif")
+    assert code == 2 and "no image files there" in one_line(err)
+
+
+def test_multitask_train_test_predict(tmp_path):
+    from cad_nb.synthetic import make_car_benchmark
+    torch.set_num_threads(1)
+    root = make_car_benchmark(tmp_path / "data", "smoke", seed=0)
+    run = tmp_path / "mtl"
+    code, out, err = cli("train", "--method", "mtl", "--data-root", root, "--out", run, "--tasks", "cls", "seg",
+                         "--weighting", "static", *TINY)
+    assert code == 0, err
+    record = json.loads((run / "run.json").read_text())
+    assert record["mtl"]["tasks"] == ["cls", "seg"] and record["weights"].startswith("randomly initialised")
+    code, out, err = cli("test", "--run", run)
+    assert code == 0, err
+    assert {"accuracy", "map50", "miou"} <= set(json.loads((run / "metrics.json").read_text())["metrics"])
+    code, out, err = cli("predict", "--run", run, "--images", root / "images" / "test")
+    assert code == 0, err
+    table = pd.read_csv(run / "predictions" / "predictions.csv")
+    assert len(table) == len(list((root / "images" / "test").iterdir())) and table.predicted_class.notna().all()
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "CAD_NB_SETTINGS")}
+    return {**env, "OMP_NUM_THREADS": "1", **extra}
+
+
+def test_torchrun_two_gloo_processes_end_with_the_same_parameters(smoke_benchmark, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cad_nb.cli",
+           *map(str, train_args(smoke_benchmark, out, "--set", "device=cpu", "--set", "epochs=2"))]
+    res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env(PYTHONPATH=str(REPO)))
+    assert res.returncode == 0, res.stdout + res.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["world_size"] == 2 and len(set(record["parameter_digests"])) == 1 and record["status"] == "complete"
+    assert res.stdout.count("RD: complete") == 1                            # rank 0 alone reports
+    assert state_of(out)["epoch"] == 1
+
+
+def test_wheel_runs_outside_a_checkout(tmp_path):
+    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO], check=True,
+                   capture_output=True)
+    wheel = next(wheels.glob("cad_nb-*.whl"))
+    subprocess.run([*pip, "install", "--no-deps", "--target", site, wheel], check=True, capture_output=True)
+    env = _env(PYTHONPATH=str(site))
+    def run_cli(*args):
+        return subprocess.run([sys.executable, "-m", "cad_nb.cli", *map(str, args)], cwd=elsewhere, env=env,
+                              capture_output=True, text=True, timeout=300)
+    where = subprocess.run([sys.executable, "-c", "import cad_nb; print(cad_nb.__file__)"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True).stdout
+    assert where.startswith(str(site)), where
+    res = run_cli("reproduce", "--list")
+    assert res.returncode == 0, res.stderr
+    assert {"03_stats", "20_cfrg_tables", "30_mtl_results"} <= set(res.stdout.split())
+    res = run_cli("reproduce", "--profile", "smoke", "--only", "stats", "--out", tmp_path / "figs")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (tmp_path / "figs" / "table1_dataset_stats.csv").is_file() and (tmp_path / "figs" / "manifest.json").is_file()
+    assert (elsewhere / "outputs" / "smoke" / "03_stats.ipynb").is_file()       # executed copies in the current folder
+    assert not any(site.rglob("manifest.json")) and not (site / "cad_nb" / "outputs").exists()   # none in the package
+    res = run_cli("train", "--method", "nope", "--data-root", ".")
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "unknown method 'nope'" in res.stderr
+
+
+def test_padim_is_fitted_checkpointed_and_reloaded(smoke_benchmark, tmp_path):
+    torch.set_num_threads(1)
+    category = list_categories(smoke_benchmark)[0]
+    run = tmp_path / "padim"
+    code, _, err = cli("train", "--method", "PaDiM", "--data-root", smoke_benchmark, "--category", category,
+                       "--out", run, *TINY)
+    assert code == 0, err
+    assert json.loads((run / "run.json").read_text())["status"] == "complete" and not (run / "history.csv").exists()
+    source = next((smoke_benchmark / category / "test").rglob("*.png"))
+    for folder in ("a", "b"):                                               # one file name in two folders
+        (tmp_path / folder).mkdir()
+        shutil.copy(source, tmp_path / folder / "part.png")
+    code, _, err = cli("predict", "--run", run, "--images", tmp_path / "*" / "part.png")
+    assert code == 0, err
+    table = pd.read_csv(run / "predictions" / "predictions.csv")
+    assert table["map"].tolist() == ["part.npy", "part_1.npy"] and table.score[0] == table.score[1]
