@@ -197,16 +197,11 @@ def load_weights(model, state: dict):
     model.load_state_dict(state)
     return model
 
-def _vit_kwargs(backbone, cfg) -> dict:
-    "The reduced ViT depth of the CPU profiles (`mtl_vit_depth` > 0) for a ViT backbone, else timm's defaults."
-    return dict(depth=cfg.mtl_vit_depth) if backbone.startswith("vit") and cfg.get("mtl_vit_depth") else {}
-
 def build_model(record, cfg):
     "A fresh model of the run's method, sized by `cfg`."
     if record["method"] != MTL: return build_method(record["method"], cfg, make_teacher(cfg))
     m = record["mtl"]
-    return mtl.MultiTaskModel(m["backbone"], len(m["class_names"]) - 1, pretrained=bool(cfg.pretrained),
-                              image_size=cfg.mtl_image_size, **_vit_kwargs(m["backbone"], cfg))
+    return mtl.profile_model(cfg, m["backbone"], len(m["class_names"]) - 1)
 
 def load_model(run_dir, record, device="cpu"):
     "The trained model of a run folder on `device`, in eval mode; its checkpoint must hold the run's method."

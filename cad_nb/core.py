@@ -257,4 +257,14 @@ class FeatureBackbone(nn.Module):
                                             out_indices=tap_indices(name, strides, **timm_kwargs), **timm_kwargs)
         self.normalize = Normalize.of(self.net)
         self.channels = list(self.net.feature_info.channels())
+    def freeze(self, levels: int):
+        "Stop training the stem and the first `levels` feature levels of timm's `feature_info` (BatchNorm statistics still adapt)."
+        info = self.net.feature_info.info
+        if not 0 <= levels < len(info): raise ValueError(f"freeze: {self.name!r} has feature levels 0..{len(info) - 1}, not {levels}")
+        if levels:
+            stop = info[levels]["module"]
+            for name, p in self.net.named_parameters():                # registration order: stem, then level by level
+                if name.startswith((stop + ".", stop.replace(".", "_") + ".")): break
+                p.requires_grad_(False)
+        return self
     def forward(self, x): return self.net(self.normalize(x))

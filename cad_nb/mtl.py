@@ -18,16 +18,17 @@ import timm
 from torchvision.ops import batched_nms
 
 from .core import FeatureBackbone, Normalize, timm_model
-from .data import CocoMultiTaskDataset, collate_multitask, load_image, resize_image, resize_mask
+from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
 from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
 
 # %% auto #0
-__all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'Backbone', 'FPNNeck', 'ClassificationHead', 'CenterNetHead',
+__all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone', 'FPNNeck', 'ClassificationHead', 'CenterNetHead',
            'SegmentationHead', 'MultiTaskModel', 'classification_loss', 'centernet_targets', 'focal_heatmap_loss',
            'detection_loss', 'segmentation_loss', 'decode_detections', 'classification_metrics', 'detection_map',
            'segmentation_metrics', 'few_shot_classes', 'RareClassAugmentation', 'task_datasets', 'infinite_loader',
-           'lr_at', 'train_multitask', 'predict', 'evaluate']
+           'lr_at', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label', 'experiment_data',
+           'run_experiment']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
@@ -40,17 +41,20 @@ class SimpleFeaturePyramid(nn.Module):
         self.channels = [dim // 2, dim, dim]
     def forward(self, x): return [self.up(x), self.mid(x), self.down(x)]
 
+def is_vit(name: str) -> bool: return name.startswith(("vit", "eva", "deit"))
+
 class Backbone(nn.Module):
     "A timm backbone giving feature maps at strides 8, 16, 32 (`channels` lists their widths; `weights` their origin)."
-    def __init__(self, name="convnext_atto", pretrained=True, image_size=128, weights=None, **timm_kwargs):
+    def __init__(self, name="convnext_atto", pretrained=True, image_size=128, weights=None, freeze_stages=0, **timm_kwargs):
         super().__init__()
-        self.name, self.is_vit = name, name.startswith(("vit", "eva", "deit"))
+        self.name, self.is_vit = name, is_vit(name)
+        if freeze_stages and self.is_vit: raise ValueError(f"freeze_stages applies to CNN backbones, not {name!r}")
         if self.is_vit:
             self.body, self.weights = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
             self.normalize, self.pyramid = Normalize.of(self.body), SimpleFeaturePyramid(self.body.embed_dim)
             self.channels, self.patch = self.pyramid.channels, self.body.patch_embed.patch_size[0]
         else:
-            self.body = FeatureBackbone(name, (8, 16, 32), pretrained, weights, **timm_kwargs)
+            self.body = FeatureBackbone(name, (8, 16, 32), pretrained, weights, **timm_kwargs).freeze(freeze_stages)
             self.channels, self.weights = self.body.channels, self.body.weights
     def forward(self, x):
         if not self.is_vit: return self.body(x)
@@ -368,3 +372,44 @@ def evaluate(predictions, n_classes, by_domain=False) -> dict:
     r.update(detection_map([p["boxes"] for p in predictions], [p["box_classes"] for p in predictions], [p["det"] for p in predictions], n_classes))
     s = segmentation_metrics([p["pred_mask"] for p in predictions], [p["mask"] for p in predictions], n_classes)
     return dict(**r, miou=s["miou"], mdice=s["mdice"])
+
+# %% ../nbs/11_mtl.ipynb #a493306a
+def profile_model(cfg, backbone: str, n_classes: int, pretrained=None) -> MultiTaskModel:
+    "The multi-task model of profile `cfg` on `backbone` (`pretrained` None: the profile's `pretrained`)."
+    kw = dict(depth=cfg.mtl_vit_depth) if is_vit(backbone) and cfg.get("mtl_vit_depth") else {}
+    if not is_vit(backbone) and cfg.get("mtl_freeze_stages"): kw["freeze_stages"] = cfg.mtl_freeze_stages
+    return MultiTaskModel(backbone, n_classes, pretrained=bool(cfg.pretrained if pretrained is None else pretrained),
+                          image_size=cfg.mtl_image_size, **kw)
+
+def backbone_label(cfg, name: str, weights: str = "") -> str:
+    "A backbone's name, with its reduced depth (`mtl_vit_depth`) and RANDOM INIT when `weights` says it has no pretrained weights."
+    label = f"{name} (depth {cfg.mtl_vit_depth})" if is_vit(name) and cfg.get("mtl_vit_depth") else name
+    return label + (" [RANDOM INIT]" if weights.startswith("randomly") else "")
+
+def experiment_data(cfg, root) -> dict:
+    "Splits of the COCO root `root` at the profile's size: train/val task streams (few-shot augmented), test set."
+    train, val, test = (read_coco(Path(root) / f"annotations/{s}.json") for s in ("train", "val", "test"))
+    S, rare = cfg.mtl_image_size, few_shot_classes(train)
+    try: aug = RareClassAugmentation(train, rare, n=cfg.mtl_rare_aug, image_size=S, seed=cfg.seed)
+    except ValueError as e: aug = None; print("few-shot augmentation skipped:", e)
+    return dict(train=train, val=val, test=test, rare=rare, n_classes=len(train.class_names) - 1,
+                train_sets=task_datasets(train, S, aug), val_sets=task_datasets(val, S), test_set=CocoMultiTaskDataset(test.samples, S))
+
+def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=None, tasks=TASKS, seed=0, device="cpu",
+                   by_domain=False, progress=False) -> dict:
+    "Train configuration `method` (or read it back from its checkpoint) and evaluate it on the test split."
+    import pandas as pd
+    from .core import seed_everything, settings_digest
+    seed_everything(seed)
+    model = profile_model(cfg, backbone, data["n_classes"])
+    sched = TaskScheduler(len(TASKS), scheduler, sizes=[len(data["train_sets"][t]) for t in TASKS], tasks_per_step=2) if scheduler else None
+    name = f"mtl_{backbone}_{method.replace(' ', '_').replace('+', 'plus')}_s{seed}_{settings_digest(cfg)}.pt"
+    t0 = time.time()
+    r = train_multitask(model, data["train_sets"], data["val_sets"], weighting=weighting, scheduler=sched, tasks=tasks,
+                        steps=cfg.mtl_steps, batch_size=cfg.mtl_batch_size, lr=cfg.mtl_lr, device=device,
+                        update_interval=cfg.mtl_update_interval, seed=seed, checkpoint=cfg.path("run_dir") / name, progress=progress,
+                        coba_kwargs=dict(warmup_steps=cfg.mtl_coba_warmup, history_length=cfg.mtl_coba_history) if weighting == "coba" else None)
+    preds = predict(model, data["test_set"], device)
+    n = data["n_classes"]
+    return dict(history=pd.DataFrame(r["history"]), preds=preds, metrics=evaluate(preds, n), weights=model.backbone.weights,
+                by_domain=evaluate(preds, n, by_domain=True) if by_domain else None, seconds=time.time() - t0)
