@@ -33,7 +33,7 @@ def test_pretrained_offline_is_reported():
     import time
     from cad_nb.core import hub_reachable as _hub_reachable
     t0 = time.time(); b = Backbone("convnext_atto", pretrained=True, image_size=64)
-    if not _hub_reachable(): assert b.weights.startswith("randomly initialised (pretrained weights unavailable: no network") and time.time() - t0 < 10
+    if not _hub_reachable(): assert b.weights.startswith("randomly initialised (pretrained weights unavailable: timm hub/cache: no network") and time.time() - t0 < 10
     else: assert b.weights.startswith(("pretrained", "randomly initialised (pretrained weights unavailable"))
 
 
