@@ -399,7 +399,7 @@ def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=No
                    by_domain=False, progress=False) -> dict:
     "Train configuration `method` (or read it back from its checkpoint) and evaluate it on the test split."
     import pandas as pd
-    from .core import seed_everything, settings_digest
+    from cad_nb.core import seed_everything, settings_digest
     seed_everything(seed)
     model = profile_model(cfg, backbone, data["n_classes"])
     sched = TaskScheduler(len(TASKS), scheduler, sizes=[len(data["train_sets"][t]) for t in TASKS], tasks_per_step=2) if scheduler else None
