@@ -20,6 +20,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'cad_nb.baselines.make_teacher': ('baselines.html#make_teacher', 'cad_nb/baselines.py'),
                                   'cad_nb.baselines.rd_step': ('baselines.html#rd_step', 'cad_nb/baselines.py'),
                                   'cad_nb.baselines.run_method': ('baselines.html#run_method', 'cad_nb/baselines.py'),
+                                  'cad_nb.baselines.texture_root': ('baselines.html#texture_root', 'cad_nb/baselines.py'),
                                   'cad_nb.baselines.train_method': ('baselines.html#train_method', 'cad_nb/baselines.py')},
             'cad_nb.cfrg': { 'cad_nb.cfrg.Adapter': ('cfrg.html#adapter', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.Adapter.__init__': ('cfrg.html#adapter.__init__', 'cad_nb/cfrg.py'),

@@ -13,8 +13,8 @@ from .cfrg import (Teacher, OneClassBottleneck, RecoveryDecoder, check_input_siz
                          global_cosine_loss, scores_from_maps)
 
 # %% auto #0
-__all__ = ['METHODS', 'ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim', 'category_datasets', 'make_teacher', 'build_method',
-           'train_method', 'run_method']
+__all__ = ['METHODS', 'ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim', 'category_datasets', 'texture_root', 'make_teacher',
+           'build_method', 'train_method', 'run_method']
 
 # %% ../nbs/07_baselines.ipynb #e2a9c22d
 class ReverseDistillation(nn.Module):
@@ -124,8 +124,21 @@ def category_datasets(root, category, image_size, max_train=0, max_test=0, seed=
         test = _subset(good, n_good, seed) + _subset(bad, max_test - n_good, seed + 1)
     return AnomalyDataset(_subset(train, max_train, seed), image_size), AnomalyDataset(test, image_size)
 
+def texture_root(cfg) -> Path | None:
+    "The DTD folder CFRG's synthesis blends from (`cfrg_textures = dtd`), or None for the embedded textures (`embedded`)."
+    choice = cfg.get("cfrg_textures") or "embedded"
+    if choice == "embedded": return None
+    if choice != "dtd": raise ValueError(f"profile {cfg.name}: cfrg_textures = {choice!r}; choose dtd or embedded")
+    if not cfg.get("cfrg_dtd_root"):
+        raise ValueError(f"profile {cfg.name}: cfrg_textures = dtd needs cfrg_dtd_root, a folder of the Describable Textures "
+                         "Dataset (download dtd-r1.0.1.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/dtd/, unpack it and "
+                         "point cfrg_dtd_root at dtd/images); to blend the embedded textures on purpose instead, set "
+                         "cfrg_textures = embedded (in settings.ini, or --set cfrg_textures=embedded)")
+    return cfg.path("cfrg_dtd_root")
+
 def make_teacher(cfg) -> Teacher:
     "The profile's teacher (`cfrg_teacher`, pretrained per `pretrained`/`cfrg_teacher_weights`), seeded; sets `cfrg_threads`."
+    texture_root(cfg)                                      # a profile that cannot synthesise stops before any training
     if cfg.cfrg_threads: torch.set_num_threads(cfg.cfrg_threads)
     seed_everything(cfg.seed)
     return Teacher(cfg.cfrg_teacher, bool(cfg.pretrained), cfg.get("cfrg_teacher_weights"))
@@ -148,7 +161,7 @@ def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", l
                   workers=cfg.cfrg_workers, checkpoint=checkpoint, progress=progress, desc=desc or name, stop_after=stop_after)
     if name == "PaDiM": fit_padim(model, train_set, cfg.batch_size, device, cfg.cfrg_workers)
     elif name == "CFRG":
-        synth = SynthesisDataset(train_set, AnomalySynthesizer(cfg.get("cfrg_dtd_root")), seed=cfg.seed)
+        synth = SynthesisDataset(train_set, AnomalySynthesizer(texture_root(cfg)), seed=cfg.seed)
         history = fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, **common)
     else: history = fit(model, rd_step, train_set, **common)
     return model, history

@@ -5,7 +5,7 @@ problem of a folder at once, and a torch `Dataset` whose resizing never loses a 
 
 # %% ../nbs/01_data.ipynb #b1bbbdd5
 from __future__ import annotations
-import json
+import hashlib, json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,11 +140,18 @@ def check_dataset(root, categories=None) -> list[str]:
         except DatasetError as e: problems.append(str(e)); continue
         samples = _samples_collecting_missing(cdir, cat, layout, problems)
         if not samples: problems.append(f"empty category: no images under {cdir}/train or {cdir}/test"); continue
+        seen = {}                                                  # pixel digest -> training image (train comes first)
         for s in samples:
             try:
-                hw = image_size(s.image_path); load_image(s.image_path)
+                hw = image_size(s.image_path); pixels = load_image(s.image_path)
                 if s.mask_path is not None: load_mask(s.mask_path, hw)
-            except DatasetError as e: problems.append(str(e))
+            except DatasetError as e: problems.append(str(e)); continue
+            key = hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+            if s.split == "train": seen.setdefault(key, s.image_path)
+            elif key in seen:
+                same = "byte-identical" if Path(s.image_path).read_bytes() == Path(seen[key]).read_bytes() else "pixel-identical"
+                problems.append(f"test image {s.image_path} is {same} to training image {seen[key]}: "
+                                "train/test leakage, which inflates every score")
     return problems
 
 def _samples_collecting_missing(cdir, cat, layout, problems) -> list[Sample]:
