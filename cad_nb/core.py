@@ -185,10 +185,13 @@ def weights_cache() -> Path:
     return Path(os.environ.get("CAD_NB_WEIGHTS") or Path.home() / ".cache" / "cad_nb" / "weights")
 
 def _create_from_file(name, path, source, **kwargs):
-    "timm's `name` with the timm-named weights file `path` loaded by timm (strictly); a misfit names both."
-    import timm
+    "timm's `name` with the timm-named weights file `path` (checked by `to_timm_names`) loaded by timm; a misfit names both."
+    import timm, logging
+    log = logging.getLogger("timm.models._builder"); level = log.level
+    log.setLevel(logging.ERROR)                   # a features_only model drops the head: timm's "unexpected keys" note is noise
     try: return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
     except RuntimeError as e: raise ValueError(f"{source} do not fit {name!r}: {str(e).splitlines()[0][:200]}") from None
+    finally: log.setLevel(level)
 
 def timm_model(name: str, pretrained=False, weights=None, **kwargs):
     "(timm model, sentence on its weights): from the file `weights`, timm's hub or cache, a weights package, or random."
