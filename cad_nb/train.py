@@ -5,7 +5,7 @@
 
 # %% ../nbs/08_train.ipynb #9d61541f
 from __future__ import annotations
-import contextlib, os, random, tempfile, warnings
+import contextlib, hashlib, os, random, tempfile, warnings
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +131,9 @@ def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True):
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 def run_signature(model, **hparams) -> str:
-    "A fingerprint of the model's parameter shapes and the training hyper-parameters."
-    shapes = sum(hash((k, tuple(v.shape))) for k, v in unwrap(model).state_dict().items()) % (1 << 61)
+    "A fingerprint of the model's parameter shapes and the training hyper-parameters, the same in every process."
+    names = repr([(k, tuple(v.shape)) for k, v in unwrap(model).state_dict().items()])
+    shapes = hashlib.sha256(names.encode()).hexdigest()[:16]       # not hash(): Python salts it per process
     return f"{type(unwrap(model)).__name__}:{shapes}:" + ",".join(f"{k}={v}" for k, v in sorted(hparams.items()))
 
 def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0,

@@ -110,3 +110,29 @@ def test_ddp_two_gloo_processes_average_gradients_and_agree(tmp_path):
     torch.testing.assert_close(r0["ddp_grad"], mean_grad); torch.testing.assert_close(r1["ddp_grad"], mean_grad)
     for k in r0["params"]: assert torch.equal(r0["params"][k], r1["params"][k])
     assert (tmp_path / "tiny.pt").is_file()                                       # written by rank 0
+
+
+_RESUME_SCRIPT = """
+import sys, warnings, torch
+from torch import nn
+from cad_nb.train import fit
+torch.manual_seed(0); model = nn.Conv2d(3, 1, 1)
+data = [dict(image=torch.rand(3, 4, 4, generator=torch.Generator().manual_seed(i))) for i in range(8)]
+step = lambda m, b, d: dict(loss=m(b["image"]).pow(2).mean())
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    h = fit(model, step, data, epochs=2, batch_size=4, lr=0.1, checkpoint=sys.argv[1], progress=False,
+            stop_after=int(sys.argv[2]) or None)
+print(len(h["epoch"]), sum("another configuration" in str(w.message) for w in caught), float(model.bias))
+"""
+
+
+def test_a_checkpoint_resumes_in_another_process(tmp_path):
+    "The run signature may not depend on the process (Python salts hash()): a new process must resume, not retrain."
+    import subprocess, sys
+    run = lambda ckpt, stop, seed: subprocess.run([sys.executable, "-c", _RESUME_SCRIPT, str(ckpt), str(stop)], capture_output=True,
+                                                  text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()
+    assert run(tmp_path / "a.pt", 1, "1")[:2] == ["1", "0"]                  # interrupted after its first epoch
+    resumed = run(tmp_path / "a.pt", 0, "2")                                   # another process, another hash seed
+    straight = run(tmp_path / "b.pt", 0, "3")
+    assert resumed[:2] == ["2", "0"] and resumed == straight
