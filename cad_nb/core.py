@@ -112,12 +112,13 @@ def save_figure(fig, out_dir, name: str, dpi: int = 120):
 
 # %% ../nbs/00_core.ipynb #affbfc4d
 def git_commit(folder=".") -> str:
-    "The current git commit (with '+dirty' when the tree has changes), or 'unknown' outside a checkout."
+    "The current git commit (with '+dirty' when the code or settings have uncommitted changes), or 'unknown' outside a checkout."
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True, text=True, timeout=10)
         sha = run("rev-parse", "--short", "HEAD")
         if sha.returncode: return "unknown"
-        dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        code = ["cad_nb", "settings.ini", "pyproject.toml"]           # not figures/ or nbs/, which a reproduce run rewrites
+        dirty = run("status", "--porcelain", "--untracked-files=no", "--", *code).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError): return "unknown"
 
