@@ -160,7 +160,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cad_nb.core.Profile.path': ('core.html#profile.path', 'cad_nb/core.py'),
                              'cad_nb.core._create_from_file': ('core.html#_create_from_file', 'cad_nb/core.py'),
                              'cad_nb.core._read_state': ('core.html#_read_state', 'cad_nb/core.py'),
-                             'cad_nb.core._timm_file': ('core.html#_timm_file', 'cad_nb/core.py'),
+                             'cad_nb.core._save_state': ('core.html#_save_state', 'cad_nb/core.py'),
                              'cad_nb.core._typed': ('core.html#_typed', 'cad_nb/core.py'),
                              'cad_nb.core.device_name': ('core.html#device_name', 'cad_nb/core.py'),
                              'cad_nb.core.find_settings': ('core.html#find_settings', 'cad_nb/core.py'),

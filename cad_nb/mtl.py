@@ -17,7 +17,7 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
-from .core import FeatureBackbone, Normalize, timm_model
+from .core import FeatureBackbone, Normalize, seed_everything, settings_digest, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
 from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
@@ -399,7 +399,6 @@ def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=No
                    by_domain=False, progress=False) -> dict:
     "Train configuration `method` (or read it back from its checkpoint) and evaluate it on the test split."
     import pandas as pd
-    from cad_nb.core import seed_everything, settings_digest
     seed_everything(seed)
     model = profile_model(cfg, backbone, data["n_classes"])
     sched = TaskScheduler(len(TASKS), scheduler, sizes=[len(data["train_sets"][t]) for t in TASKS], tasks_per_step=2) if scheduler else None
