@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'DatasetError', 'Sample', 'detect_layout', 'list_categories', 'mask_path_for',
-           'read_category', 'load_image', 'image_size', 'load_mask', 'check_dataset', 'resize_mask', 'resize_image',
-           'AnomalyDataset', 'CocoSample', 'CocoSet', 'decode_segmentation', 'read_coco', 'CocoMultiTaskDataset',
-           'collate_multitask']
+__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'MASK_RESIZE', 'DatasetError', 'Sample', 'detect_layout', 'list_categories',
+           'mask_path_for', 'read_category', 'load_image', 'image_size', 'load_mask', 'check_dataset', 'resize_mask',
+           'resize_image', 'AnomalyDataset', 'CocoSample', 'CocoSet', 'decode_segmentation', 'read_coco',
+           'CocoMultiTaskDataset', 'collate_multitask']
 
 # %% ../nbs/01_data.ipynb #e7967989
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -168,10 +168,17 @@ def _samples_collecting_missing(cdir, cat, layout, problems) -> list[Sample]:
     return samples
 
 # %% ../nbs/01_data.ipynb #991d621c
-def resize_mask(mask: np.ndarray, size) -> np.ndarray:
-    "Resize a bool mask to `size` (H, W) so that every defect keeps at least one pixel."
+MASK_RESIZE = ("any-overlap", "nearest")
+
+def resize_mask(mask: np.ndarray, size, mode="any-overlap") -> np.ndarray:
+    "Resize a bool mask to `size` (H, W): 'any-overlap' keeps every defect, 'nearest' as the 3CAD release."
+    if mode not in MASK_RESIZE:
+        raise ValueError(f"unknown mode {mode!r} for resize_mask; choose one of {MASK_RESIZE}")
     h, w = (size, size) if isinstance(size, int) else size
     if mask.shape == (h, w): return mask.astype(bool)
+    if mode == "nearest":                                     # the release: a 0/255 mask, PIL nearest, > 0.5
+        small = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
+        return np.asarray(small) / 255 > 0.5
     im = Image.fromarray(mask.astype(np.float32))
     shrinks = h < mask.shape[0] or w < mask.shape[1]
     out = np.asarray(im.resize((w, h), Image.BOX if shrinks else Image.NEAREST))
@@ -186,15 +193,17 @@ def resize_image(image: np.ndarray, size) -> np.ndarray:
 # %% ../nbs/01_data.ipynb #bb014a12
 class AnomalyDataset:
     "Samples as tensors: image 3xHxW in [0,1], mask 1xHxW in {0,1}, label, and metadata."
-    def __init__(self, samples, image_size=256):
-        self.samples, self.image_size = list(samples), image_size
+    def __init__(self, samples, image_size=256, mask_resize="any-overlap"):
+        if mask_resize not in MASK_RESIZE:
+            raise ValueError(f"unknown mask_resize {mask_resize!r}; choose one of {MASK_RESIZE}")
+        self.samples, self.image_size, self.mask_resize = list(samples), image_size, mask_resize
     def __len__(self): return len(self.samples)
     def load(self, i):
-        "Image (uint8, resized) and mask (bool, resized) of sample `i` as NumPy arrays."
+        "Image (uint8, resized) and mask (bool, resized with `mask_resize`) of sample `i` as NumPy arrays."
         s = self.samples[i]
         img = load_image(s.image_path)
         mask = load_mask(s.mask_path, img.shape[:2]) if s.mask_path is not None else np.zeros(img.shape[:2], bool)
-        return resize_image(img, self.image_size), resize_mask(mask, self.image_size)
+        return resize_image(img, self.image_size), resize_mask(mask, self.image_size, self.mask_resize)
     def __getitem__(self, i):
         import torch
         img, mask = self.load(i); s = self.samples[i]

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from .data import IMAGE_SUFFIXES, DatasetError, image_size, load_image, resize_image
 
 # %% auto #0
-__all__ = ['EMBEDDED_TEXTURES', 'uniform', 'perlin_batch', 'perlin_noise', 'rotate_batch', 'perlin_masks', 'perlin_mask',
-           'procedural_texture', 'embedded_texture', 'texture_files', 'TextureSource', 'AnomalySynthesizer',
-           'SynthesisDataset']
+__all__ = ['EMBEDDED_TEXTURES', 'TEXTURE_CHOICES', 'uniform', 'perlin_batch', 'perlin_noise', 'rotate_batch', 'perlin_masks',
+           'perlin_mask', 'procedural_texture', 'embedded_texture', 'texture_files', 'TextureSource',
+           'AnomalySynthesizer', 'SynthesisDataset']
 
 # %% ../nbs/04_synthesis.ipynb #fa6bc675
 def uniform(rng, *shape) -> torch.Tensor:
@@ -147,19 +147,28 @@ class TextureSource:
         return self._cache[i, h, w]
 
 # %% ../nbs/04_synthesis.ipynb #5527a5c1
+TEXTURE_CHOICES = ("random", "per-image")
+
 class AnomalySynthesizer:
     "Training anomalies: a Perlin-noise mask filled with a texture blended into the image (DRAEM / DeSTSeg / CFRG)."
-    def __init__(self, dtd_root=None, beta_range=(0.0, 0.8), exponents=(0, 5), max_rotation=90.0, threshold=0.5):
+    def __init__(self, dtd_root=None, beta_range=(0.0, 0.8), exponents=(0, 5), max_rotation=90.0, threshold=0.5,
+                 texture_choice="random"):
+        if texture_choice not in TEXTURE_CHOICES:
+            raise ValueError(f"unknown texture_choice {texture_choice!r}; choose one of {TEXTURE_CHOICES}")
         self.textures = TextureSource(dtd_root)
         self.beta_range, self.exponents, self.max_rotation, self.threshold = beta_range, exponents, max_rotation, threshold
+        self.texture_choice = texture_choice
 
-    def batch(self, images: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:
-        "Anomalous versions of a B x 3 x H x W batch in [0, 1] and their masks B x 1 x H x W (float 0/1); any generator."
+    def batch(self, images: torch.Tensor, generator, index=None) -> tuple[torch.Tensor, torch.Tensor]:
+        "Anomalous B x 3 x H x W batch in [0, 1] and masks B x 1 x H x W (float 0/1); `index`: per-image indices."
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be B x 3 x H x W, got shape {tuple(images.shape)}")
         n, _, h, w = images.shape
+        if self.texture_choice == "per-image" and (index is None or len(index) != n):
+            raise ValueError(f"texture_choice='per-image' needs index, {n} ints (one per image), got {index!r}")
         masks = perlin_masks(n, (h, w), generator, images.device, self.exponents, self.max_rotation, self.threshold)
-        chosen = (uniform(generator, n) * len(self.textures)).long().tolist()
+        drawn = (uniform(generator, n) * len(self.textures)).long().tolist()     # drawn in both modes
+        chosen = drawn if self.texture_choice == "random" else [int(i) % len(self.textures) for i in index]
         lo, hi = self.beta_range
         beta = (lo + (hi - lo) * uniform(generator, n)).to(images.device, images.dtype)[:, None, None, None]
         textures = torch.from_numpy(np.stack([self.textures.get(i, h, w) for i in chosen])).to(images.device)
@@ -167,12 +176,13 @@ class AnomalySynthesizer:
         m = masks[:, None].to(images.dtype)
         return images * (1 - m) + (1 - beta) * textures * m + beta * images * m, m
 
-    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        "One anomalous image (H x W x 3 float32 in [0, 1]) and its mask (bool H x W)."
+    def __call__(self, image: np.ndarray, rng: np.random.Generator, index=None) -> tuple[np.ndarray, np.ndarray]:
+        "One anomalous image (H x W x 3 float32 in [0, 1]) and its mask (bool H x W), for image number `index`."
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3: raise ValueError(f"image must be H x W x 3, got shape {image.shape}")
         if not np.issubdtype(image.dtype, np.floating): raise ValueError(f"image must be float in [0, 1], got {image.dtype}")
-        augmented, mask = self.batch(torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None], rng)
+        x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
+        augmented, mask = self.batch(x, rng, None if index is None else [index])
         return augmented[0].permute(1, 2, 0).numpy(), mask[0, 0].numpy() > 0
 
 # %% ../nbs/04_synthesis.ipynb #43f6fc48
@@ -185,5 +195,5 @@ class SynthesisDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = dict(self.dataset[i])
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        augmented, mask = self.synthesizer.batch(item["image"][None].float(), rng)
+        augmented, mask = self.synthesizer.batch(item["image"][None].float(), rng, [i])
         return {**item, "augmented": augmented[0], "synth_mask": mask[0]}

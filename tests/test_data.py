@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from cad_nb.data import (AnomalyDataset, DatasetError, check_dataset, detect_layout, list_categories, load_mask,
-                         read_category, resize_mask)
+from cad_nb.data import (MASK_RESIZE, AnomalyDataset, DatasetError, check_dataset, detect_layout, list_categories,
+                         load_mask, read_category, resize_mask)
 
 
 def copy_category(src_root, dst_root, category, layout):
@@ -55,6 +55,43 @@ def test_resize_keeps_every_tiny_defect(src, dst):
         y, x = rng.integers(0, src - 2, 2)
         m[y, x:x + 2] = True                                      # a 2-pixel defect anywhere
         assert resize_mask(m, dst).sum() >= 1
+
+
+def test_nearest_release_rule_can_lose_a_tiny_defect():
+    tiny = np.zeros((16, 16), bool); tiny[1, 1] = True            # nearest at 4x reads pixels 2, 6, 10, 14 per axis
+    assert resize_mask(tiny, 4).sum() == 1
+    assert resize_mask(tiny, 4, mode="nearest").sum() == 0
+    blob = np.zeros((64, 64), bool); blob[13:50, 13:50] = True
+    any_overlap, nearest = resize_mask(blob, 16), resize_mask(blob, 16, mode="nearest")
+    assert any_overlap[4:12, 4:12].all() and nearest[4:12, 4:12].all()
+    with pytest.raises(ValueError, match=r"unknown mode 'area' for resize_mask; choose one of \('any-overlap', 'nearest'\)"):
+        resize_mask(tiny, 4, mode="area")
+
+
+@pytest.mark.parametrize("src,dst", [(1024, 256), (1000, 333), (97, 31), (64, 128)])
+def test_nearest_marks_no_pixel_that_any_overlap_leaves_out(src, dst):
+    rng = np.random.default_rng(src)
+    for _ in range(10):
+        m = rng.random((src, src)) < 0.01
+        nearest, any_overlap = resize_mask(m, dst, mode="nearest"), resize_mask(m, dst)
+        assert nearest.dtype == bool and nearest.shape == (dst, dst)
+        assert not (nearest & ~any_overlap).any()
+        if dst > src: np.testing.assert_array_equal(nearest, any_overlap)      # upsampling: the same rule
+
+
+def test_dataset_passes_mask_resize_on(tmp_path):
+    c = tmp_path / "Widget"
+    for sub in ("train/good", "test/dent", "ground_truth/dent"): (c / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(c / "train/good/000.png")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(c / "test/dent/000.png")
+    mask = np.zeros((16, 16), np.uint8); mask[1, 1] = 255
+    Image.fromarray(mask).save(c / "ground_truth/dent/000.png")
+    samples = read_category(tmp_path, "Widget")
+    assert AnomalyDataset(samples, 4)[1]["mask"].sum() == 1
+    assert AnomalyDataset(samples, 4, mask_resize="any-overlap")[1]["mask"].sum() == 1
+    assert AnomalyDataset(samples, 4, mask_resize="nearest")[1]["mask"].sum() == 0
+    assert MASK_RESIZE == ("any-overlap", "nearest")
+    with pytest.raises(ValueError, match="unknown mask_resize 'box'"): AnomalyDataset(samples, 4, mask_resize="box")
 
 
 def test_mask_values_0_1_and_0_255_both_accepted(tmp_path):

@@ -9,8 +9,8 @@ from PIL import Image
 
 from cad_nb.data import DatasetError, resize_image
 from cad_nb import synthesis
-from cad_nb.synthesis import (AnomalySynthesizer, SynthesisDataset, TextureSource, perlin_batch, perlin_mask,
-                              perlin_masks, perlin_noise, rotate_batch, uniform)
+from cad_nb.synthesis import (TEXTURE_CHOICES, AnomalySynthesizer, SynthesisDataset, TextureSource, perlin_batch,
+                              perlin_mask, perlin_masks, perlin_noise, rotate_batch, uniform)
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +196,93 @@ def test_dataset_wrapper_with_workers(synth):
     serial, parallel, shuffled = load(0), load(2), load(2, shuffle_seed=5)
     assert serial.keys() == parallel.keys() == shuffled.keys()
     assert all(torch.equal(serial[k], parallel[k]) and torch.equal(serial[k], shuffled[k]) for k in serial)
+
+
+# --- release option: texture_choice ------------------------------------------------------------------
+
+def quiet_synth(*args, **kwargs):
+    "An AnomalySynthesizer without the texture-source message."
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return AnomalySynthesizer(*args, **kwargs)
+
+
+def shown_texture(augmented, mask, k):
+    "The pixels of sample `k` inside its mask (the texture itself when beta is 0)."
+    return augmented[k][mask[k].expand(3, -1, -1) > 0]
+
+
+def expected_texture(source, i, mask, k, h, w):
+    return (torch.from_numpy(source.get(i, h, w)).permute(2, 0, 1).float() / 255)[mask[k].expand(3, -1, -1) > 0]
+
+
+def test_per_image_texture_follows_the_index():
+    opaque = quiet_synth(None, beta_range=(0.0, 0.0), texture_choice="per-image")
+    n, x = len(opaque.textures), torch.rand(4, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    index = [3, 3 + n, 7, 2 * n + 7]                                        # index modulo the number of textures
+    for seed in range(3):                                                   # different generators, e.g. epochs
+        a, m = opaque.batch(x, torch.Generator().manual_seed(seed), index)
+        for k, i in enumerate(index):
+            assert torch.equal(shown_texture(a, m, k), expected_texture(opaque.textures, i % n, m, k, 24, 24))
+        a_np, m_np = opaque(x[0].permute(1, 2, 0).numpy(), np.random.default_rng(seed), index=5)
+        tex = opaque.textures.get(5, 24, 24).astype(np.float32) / 255
+        np.testing.assert_array_equal(a_np[m_np], tex[m_np])
+    assert not np.array_equal(opaque.textures.get(3, 24, 24), opaque.textures.get(7, 24, 24))   # indices differ
+
+
+def test_texture_choice_changes_only_the_texture():
+    rand, per_image = quiet_synth(), quiet_synth(texture_choice="per-image")
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    for seed in range(3):
+        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        _, m1 = rand.batch(x, g1)
+        _, m2 = per_image.batch(x, g2, list(range(6)))
+        assert torch.equal(m1, m2)
+        assert torch.equal(torch.rand(5, generator=g1), torch.rand(5, generator=g2))   # the same draws were consumed
+
+
+def test_texture_choice_keeps_betas(one_texture):
+    folder, _ = one_texture                                    # one texture: both modes must give the same output
+    rand, per_image = quiet_synth(folder), quiet_synth(folder, texture_choice="per-image")
+    x = torch.rand(5, 3, 20, 20, generator=torch.Generator().manual_seed(2))
+    a1, m1 = rand.batch(x, np.random.default_rng(4))
+    a2, m2 = per_image.batch(x, np.random.default_rng(4), [9, 1, 0, 4, 2])
+    assert torch.equal(m1, m2) and torch.equal(a1, a2)
+
+
+def test_per_image_reads_the_sorted_texture_list(tmp_path):
+    names = ["zigzagged/zigzagged_0001.jpg", "banded/banded_0002.jpg", "polka-dotted/polka-dotted_0001.jpg",
+             "banded/banded_0001.jpg", "pleated/pleated_0003.jpg"]
+    for j, name in enumerate(names):                           # written out of order, each a flat colour
+        (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), 40 * j + 10, np.uint8)).save(tmp_path / "images" / name, quality=100)
+    opaque = quiet_synth(tmp_path, beta_range=(0.0, 0.0), texture_choice="per-image")
+    ordered = sorted("images/" + n for n in names)
+    assert opaque.textures.names == ordered
+    x = torch.zeros(len(names), 3, 8, 8)
+    a, m = opaque.batch(x, torch.Generator().manual_seed(0), list(range(len(names))))
+    for k, name in enumerate(ordered):
+        colour = np.asarray(Image.open(tmp_path / name).convert("RGB"), np.float32)[0, 0] / 255
+        assert torch.allclose(shown_texture(a, m, k).view(3, -1), torch.from_numpy(colour)[:, None])
+
+
+def test_dataset_wrapper_passes_the_index():
+    opaque = quiet_synth(None, beta_range=(0.0, 0.0), texture_choice="per-image")
+    ds = SynthesisDataset(Images(), opaque, seed=0)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        for i in (0, 4, 9):
+            item = ds[i]
+            a, m = item["augmented"][None], item["synth_mask"][None]
+            assert torch.equal(shown_texture(a, m, 0), expected_texture(opaque.textures, i % len(opaque.textures), m, 0, 24, 24))
+
+
+def test_texture_choice_errors():
+    assert TEXTURE_CHOICES == ("random", "per-image")
+    with pytest.raises(ValueError, match="unknown texture_choice 'sorted'"): quiet_synth(texture_choice="sorted")
+    per_image, x = quiet_synth(texture_choice="per-image"), torch.rand(3, 3, 16, 16)
+    with pytest.raises(ValueError, match="texture_choice='per-image' needs index"): per_image.batch(x, torch.Generator())
+    with pytest.raises(ValueError, match="needs index, 3 ints"): per_image.batch(x, torch.Generator(), [0, 1])
+    with pytest.raises(ValueError, match="needs index"): per_image(np.zeros((8, 8, 3), np.float32), np.random.default_rng(0))
+    a, _ = quiet_synth().batch(x, torch.Generator().manual_seed(0), index=[0, 1, 2])   # random ignores the index
+    assert torch.equal(a, quiet_synth().batch(x, torch.Generator().manual_seed(0))[0])
