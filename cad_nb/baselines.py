@@ -9,30 +9,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cfrg import (Teacher, OneClassBottleneck, RecoveryDecoder, check_input_size, discrepancy_map,
-                         global_cosine_loss, scores_from_maps)
+from .cfrg import (MapStyle, Teacher, OneClassBottleneck, RecoveryDecoder, check_input_size, discrepancy_map,
+                         global_cosine_loss)
 
 # %% auto #0
-__all__ = ['METHODS', 'ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim', 'category_datasets', 'texture_root', 'make_teacher',
-           'build_method', 'train_method', 'run_method']
+__all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim']
 
 # %% ../nbs/07_baselines.ipynb #e2a9c22d
 class ReverseDistillation(nn.Module):
     "RD4AD: frozen teacher -> one-class bottleneck -> decoder rebuilding the teacher's features."
-    def __init__(self, teacher="wide_resnet50_2", pretrained=True, teacher_weights=None, bottleneck_blocks=3, decoder_blocks=2):
+    def __init__(self, teacher="wide_resnet50_2.tv_in1k", pretrained=True, teacher_weights=None, bottleneck_blocks=3,
+                 decoder_blocks=(3, 4, 6), map_style=None):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         self.bottleneck = OneClassBottleneck(self.teacher.channels, bottleneck_blocks)
         self.decoder = RecoveryDecoder(self.teacher.channels, self.bottleneck.out_channels, decoder_blocks)
+        self.map_style = map_style or MapStyle()
     def forward(self, x) -> dict:
         check_input_size(x)
         t = self.teacher(x)
         return dict(t=t, r=self.decoder(self.bottleneck(t)), size=x.shape[-2:])
     @torch.no_grad()
-    def predict(self, images, sigma=4.0):
-        "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images."
+    def predict(self, images):
+        "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
         out = self(images)
-        return scores_from_maps(discrepancy_map(out["t"], out["r"], out["size"]), sigma)
+        return self.map_style.scores(discrepancy_map(out["t"], out["r"], out["size"], self.map_style))
 
 def rd_step(model, batch, device) -> dict:
     "RD's training step on normal images: the global cosine loss between teacher and decoder."
@@ -44,7 +45,7 @@ def rd_step(model, batch, device) -> dict:
 # %% ../nbs/07_baselines.ipynb #562e8e62
 class PaDiM(nn.Module):
     "PaDiM: per-position Gaussians over a random subset of the teacher's concatenated features."
-    def __init__(self, teacher="wide_resnet50_2", pretrained=True, teacher_weights=None, n_features=None, seed=0):
+    def __init__(self, teacher="wide_resnet50_2.tv_in1k", pretrained=True, teacher_weights=None, n_features=None, seed=0, map_style=None):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         total = sum(self.teacher.channels)
@@ -52,6 +53,7 @@ class PaDiM(nn.Module):
         if not 0 < d <= total: raise ValueError(f"n_features={d} must be in 1..{total} (the teacher's channels)")
         self.register_buffer("index", torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:d].sort().values)
         self.register_buffer("mean", torch.empty(0)); self.register_buffer("inv_cov", torch.empty(0))
+        self.map_style = map_style or MapStyle()
     def embed(self, x):
         "B x d x h x w embedding at the finest tapped scale."
         check_input_size(x)
@@ -75,15 +77,14 @@ class PaDiM(nn.Module):
         self.mean, self.inv_cov = mean.float(), torch.linalg.inv(cov).float()
         return self
     @torch.no_grad()
-    def predict(self, images, sigma=4.0):
-        "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images."
+    def predict(self, images):
+        "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
         if self.mean.numel() == 0: raise RuntimeError("PaDiM is not fitted: call fit_gaussians first")
         e = self.embed(images)
         b, d, h, w = e.shape
         diff = e.flatten(2).permute(2, 0, 1) - self.mean[:, None]                        # P x B x d
         dist = torch.einsum("pbi,pij,pbj->pb", diff, self.inv_cov, diff).clamp_min(0).sqrt()
-        maps = F.interpolate(dist.T.reshape(b, 1, h, w), size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return scores_from_maps(maps, sigma)
+        return self.map_style.scores(self.map_style.upsample(dist.T.reshape(b, 1, h, w), images.shape[-2:]))
 
 def fit_padim(model: PaDiM, dataset, batch_size=16, device="cpu", workers=0) -> PaDiM:
     "Fit PaDiM on the normal images of `dataset` (items with key 'image')."
@@ -91,96 +92,3 @@ def fit_padim(model: PaDiM, dataset, batch_size=16, device="cpu", workers=0) -> 
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     return model.fit_gaussians((b["image"] for b in loader), device)
-
-# %% ../nbs/07_baselines.ipynb #437741b1
-import time
-from functools import partial
-from pathlib import Path
-
-import numpy as np
-
-from .cfrg import CFRG, CFRGLoss, cfrg_step
-from .core import seed_everything, settings_digest
-from .data import AnomalyDataset, read_category
-from .metrics import evaluate
-from .train import fit, predict
-
-METHODS = ("CFRG", "RD", "PaDiM")
-
-def _subset(samples, n, seed):
-    "At most `n` of `samples` (0 = all), a seeded choice kept in file order."
-    if not n or n >= len(samples): return samples
-    keep = np.sort(np.random.default_rng(seed).choice(len(samples), n, replace=False))
-    return [samples[i] for i in keep]
-
-def category_datasets(root, category, image_size, max_train=0, max_test=0, seed=0):
-    "(train, test) AnomalyDatasets of a category, optionally subsampled (test: good and defective alike)."
-    samples = read_category(root, category)
-    train = [s for s in samples if s.split == "train"]; test = [s for s in samples if s.split == "test"]
-    if not train or not test: raise ValueError(f"category {category!r} under {root} needs train and test images ({len(train)} / {len(test)})")
-    good, bad = [s for s in test if not s.label], [s for s in test if s.label]
-    if max_test and max_test < len(test):
-        n_good = max(1, round(max_test * len(good) / len(test)))
-        test = _subset(good, n_good, seed) + _subset(bad, max_test - n_good, seed + 1)
-    return AnomalyDataset(_subset(train, max_train, seed), image_size), AnomalyDataset(test, image_size)
-
-def texture_root(cfg) -> Path | None:
-    "The DTD folder CFRG's synthesis blends from (`cfrg_textures = dtd`), or None for the embedded textures (`embedded`)."
-    choice = cfg.get("cfrg_textures") or "embedded"
-    if choice == "embedded": return None
-    if choice != "dtd": raise ValueError(f"profile {cfg.name}: cfrg_textures = {choice!r}; choose dtd or embedded")
-    if not cfg.get("cfrg_dtd_root"):
-        raise ValueError(f"profile {cfg.name}: cfrg_textures = dtd needs cfrg_dtd_root, a folder of the Describable Textures "
-                         "Dataset (download dtd-r1.0.1.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/dtd/, unpack it and "
-                         "point cfrg_dtd_root at dtd/images); to blend the embedded textures on purpose instead, set "
-                         "cfrg_textures = embedded (in settings.ini, or --set cfrg_textures=embedded)")
-    return cfg.path("cfrg_dtd_root")
-
-def make_teacher(cfg) -> Teacher:
-    "The profile's teacher (`cfrg_teacher`, pretrained per `pretrained`/`cfrg_teacher_weights`), seeded; sets `cfrg_threads`."
-    texture_root(cfg)                                      # a profile that cannot synthesise stops before any training
-    if cfg.cfrg_threads: torch.set_num_threads(cfg.cfrg_threads)
-    seed_everything(cfg.seed)
-    return Teacher(cfg.cfrg_teacher, bool(cfg.pretrained), cfg.get("cfrg_teacher_weights"))
-
-def build_method(name, cfg, teacher, **options) -> nn.Module:
-    "A fresh, seeded model of method `name` ('CFRG', 'RD', 'PaDiM') sized by the profile."
-    seed_everything(cfg.seed)
-    blocks = dict(bottleneck_blocks=cfg.cfrg_bottleneck_blocks, decoder_blocks=cfg.cfrg_decoder_blocks)
-    if name == "CFRG": return CFRG(teacher, options.pop("student", cfg.cfrg_student), head_width=cfg.cfrg_head_width, **blocks, **options)
-    if name == "RD": return ReverseDistillation(teacher, **blocks)
-    if name == "PaDiM": return PaDiM(teacher, seed=cfg.seed)
-    raise ValueError(f"unknown method {name!r}; known: {METHODS}")
-
-def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", loss=None, epochs=None,
-                 progress=True, desc=None, stop_after=None, callback=None, **options):
-    "(model, loss history) of method `name` trained, or fitted (PaDiM: history None), on `train_set`; checkpoints to `checkpoint`."
-    from cad_nb.synthesis import AnomalySynthesizer, SynthesisDataset
-    model, history = build_method(name, cfg, teacher, **options), None
-    common = dict(epochs=epochs or cfg.epochs, batch_size=cfg.batch_size, lr=cfg.cfrg_lr, device=device, seed=cfg.seed, callback=callback,
-                  workers=cfg.cfrg_workers, checkpoint=checkpoint, progress=progress, desc=desc or name, stop_after=stop_after)
-    if name == "PaDiM": fit_padim(model, train_set, cfg.batch_size, device, cfg.cfrg_workers)
-    elif name == "CFRG":
-        synth = SynthesisDataset(train_set, AnomalySynthesizer(texture_root(cfg)), seed=cfg.seed)
-        history = fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, **common)
-    else: history = fit(model, rd_step, train_set, **common)
-    return model, history
-
-def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
-               progress=True, track_every=0, **options) -> dict:
-    "Train (or fit) method `name`, predict `test_set`, evaluate; dict(metrics, pred, history, train_s, test_s)."
-    t0, tracked, epochs = time.time(), [], epochs or cfg.epochs
-    def test(model):
-        pred = predict(model, test_set, cfg.batch_size, device, cfg.cfrg_workers)
-        return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
-    def track(epoch, model):                                  # test metrics during training (not counted in train_s)
-        if not track_every or (epoch + 1) % track_every or epoch + 1 == epochs: return None
-        t = time.time(); found = test(model)[1]; tracked.append(time.time() - t)
-        return found
-    checkpoint = cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt"
-    model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=track, **options)
-    t1 = time.time()
-    pred, metrics = test(model)
-    if history is not None and track_every: history.setdefault("callback", []).append(dict(epoch=epochs - 1, step=len(history["step"]), **metrics))
-    return dict(metrics=metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)
-

@@ -7,6 +7,7 @@ both discrepancies. Model, losses and anomaly maps are kept apart (anomalib styl
 # %% ../nbs/06_cfrg.ipynb #5319b3fc
 from __future__ import annotations
 import math, warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import timm
@@ -17,10 +18,11 @@ from torch import nn
 from .core import FeatureBackbone
 
 # %% auto #0
-__all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'Teacher', 'conv_bn_relu', 'Adapter', 'Student', 'ResBlock', 'OneClassBottleneck',
-           'UpStage', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'SegmentationHead', 'CFRG',
-           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'gaussian_blur', 'discrepancy_map', 'scores_from_maps',
-           'cfrg_anomaly_map', 'cfrg_step']
+__all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'RELEASE_CFRG_PARAMS', 'Teacher',
+           'conv_bn_relu', 'Adapter', 'Student', 'count_params', 'init_kaiming', 'Bottleneck', 'OneClassBottleneck',
+           'stage_blocks', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'UpBlock', 'SegmentationHead',
+           'pad_edges', 'gaussian_blur', 'MapStyle', 'discrepancy_map', 'cfrg_anomaly_map', 'CFRG',
+           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'cfrg_param_table', 'params_with_gradient']
 
 # %% ../nbs/06_cfrg.ipynb #104f8f49
 STRIDES = (4, 8, 16)
@@ -42,16 +44,16 @@ class Teacher(nn.Module):
     def forward(self, x): return self.backbone(x)
 
 # %% ../nbs/06_cfrg.ipynb #dd4f854a
-def conv_bn_relu(cin, cout, k=3, stride=1):
-    "Conv (no bias) + BatchNorm + ReLU."
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+def conv_bn_relu(cin, cout, k=3, stride=1, bias=False):
+    "Conv (no bias unless asked) + BatchNorm + ReLU."
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 class Adapter(nn.Sequential):
-    "Student-to-teacher channel adapter: dw3x3, pw1x1, BN, ReLU, 3x3, 1x1, BN, ReLU."
+    "Student-to-teacher channel adapter at the student's width until the last 1x1: dw3x3, 1x1, BN, ReLU, 3x3, 1x1 to `cout`, BN, ReLU."
     def __init__(self, cin, cout):
-        super().__init__(nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                         nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.Conv2d(cout, cout, 1, bias=False),
+        super().__init__(nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.Conv2d(cin, cin, 1, bias=False),
+                         nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
+                         nn.Conv2d(cin, cin, 3, 1, 1, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 class Student(nn.Module):
@@ -62,45 +64,59 @@ class Student(nn.Module):
         self.adapters = nn.ModuleList(Adapter(c, o) for c, o in zip(self.backbone.channels, out_channels))
     def forward(self, x): return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
 
+def count_params(module: nn.Module, trainable=False) -> int:
+    "Number of parameters of `module` (only those with `requires_grad` when `trainable`)."
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
 # %% ../nbs/06_cfrg.ipynb #b0c0c9e6
-class ResBlock(nn.Module):
-    "Residual bottleneck block (1x1, 3x3 with stride, 1x1) with a projected shortcut when shapes change."
-    def __init__(self, cin, cout, stride=1):
+def init_kaiming(module: nn.Module) -> nn.Module:
+    "Kaiming-normal (fan_out, ReLU) `Conv2d`s, BatchNorm weight 1 and bias 0 (torchvision's ResNet init; transposed convs keep PyTorch's)."
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    return module
+
+class Bottleneck(nn.Module):
+    "torchvision's bottleneck block at width `mid`; `stride=2` halves the size at the 3x3, `up=True` doubles it with 2x2 transposed convs (RD4AD)."
+    def __init__(self, cin, cout, mid, stride=1, up=False):
         super().__init__()
-        mid = max(cout // 4, 8)
-        self.body = nn.Sequential(conv_bn_relu(cin, mid, 1), conv_bn_relu(mid, mid, 3, stride),
+        middle = nn.ConvTranspose2d(mid, mid, 2, 2, bias=False) if up else nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
+        self.body = nn.Sequential(conv_bn_relu(cin, mid, 1), middle, nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
                                   nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        self.skip = (nn.Identity() if cin == cout and stride == 1 else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        shortcut = nn.ConvTranspose2d(cin, cout, 2, 2, bias=False) if up else nn.Conv2d(cin, cout, 1, stride, bias=False)
+        self.skip = nn.Identity() if cin == cout and stride == 1 and not up else nn.Sequential(shortcut, nn.BatchNorm2d(cout))
     def forward(self, x): return F.relu(self.body(x) + self.skip(x))
 
 class OneClassBottleneck(nn.Module):
-    "RD4AD's OCBE: fuse three teacher scales into one code at 1/32 with 2 x the last channel count."
+    "RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2) to `2 c3` channels at 1/32."
     def __init__(self, channels, n_blocks=3):
         super().__init__()
         c1, c2, c3 = channels
         self.down1 = nn.Sequential(conv_bn_relu(c1, c2, 3, 2), conv_bn_relu(c2, c3, 3, 2))
         self.down2 = conv_bn_relu(c2, c3, 3, 2)
-        self.blocks = nn.Sequential(ResBlock(3 * c3, 2 * c3, stride=2), *[ResBlock(2 * c3, 2 * c3) for _ in range(n_blocks - 1)])
+        self.blocks = nn.Sequential(Bottleneck(3 * c3, 2 * c3, c3, stride=2), *[Bottleneck(2 * c3, 2 * c3, c3) for _ in range(n_blocks - 1)])
         self.out_channels = 2 * c3
+        init_kaiming(self)
     def forward(self, feats):
         f1, f2, f3 = feats
         return self.blocks(torch.cat([self.down1(f1), self.down2(f2), f3], 1))
 
-class UpStage(nn.Module):
-    "Transposed-conv x2 upsampling to `cout` channels, then residual blocks."
-    def __init__(self, cin, cout, n_blocks=2):
-        super().__init__()
-        self.up = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-        self.blocks = nn.Sequential(*[ResBlock(cout, cout) for _ in range(n_blocks)])
-    def forward(self, x): return self.blocks(self.up(x))
+def stage_blocks(n_blocks) -> tuple:
+    "Blocks per decoder stage: three positive counts, or one count for every stage."
+    n = (n_blocks,) * 3 if isinstance(n_blocks, int) else tuple(int(b) for b in n_blocks)
+    if len(n) != 3 or min(n) < 1: raise ValueError(f"decoder blocks {n_blocks!r}: give one count per stage (e.g. 3, 4, 6) or one count, each >= 1")
+    return n
 
 class RecoveryDecoder(nn.Module):
-    "Mirror of the teacher's stages 3, 2, 1: from the 1/32 code back to features of the teacher's shapes."
-    def __init__(self, channels, in_channels=None, n_blocks=2):
+    "RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block then plain ones, width half the output."
+    def __init__(self, channels, in_channels=None, n_blocks=(3, 4, 6)):
         super().__init__()
         c1, c2, c3 = channels
-        self.stages = nn.ModuleList([UpStage(in_channels or 2 * c3, c3, n_blocks), UpStage(c3, c2, n_blocks), UpStage(c2, c1, n_blocks)])
+        stage = lambda cin, cout, n: nn.Sequential(Bottleneck(cin, cout, cout // 2, up=True), *[Bottleneck(cout, cout, cout // 2) for _ in range(n - 1)])
+        self.stages = nn.ModuleList(stage(i, o, n) for i, o, n in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks)))
+        init_kaiming(self)
     def forward(self, code):
         outs = []
         for stage in self.stages: code = stage(code); outs.append(code)
@@ -109,38 +125,90 @@ class RecoveryDecoder(nn.Module):
 def check_input_size(x, multiple=32):
     "Clear error for images whose sides are not multiples of `multiple` (the 1/32 bottleneck needs them)."
     h, w = x.shape[-2:]
-    if h % multiple or w % multiple: raise ValueError(f"image size {h}x{w} must be a multiple of {multiple} (resize to e.g. 256x256)")
+    if h % multiple or w % multiple: raise ValueError(f"image size {h}x{w} must be a multiple of {multiple} (set image_size to e.g. 256)")
 
 # %% ../nbs/06_cfrg.ipynb #5741228e
 def cosine_distance(a, b) -> torch.Tensor:
     "Per-pixel `1 - cos` over channels of two B x C x H x W maps, as B x 1 x H x W."
     return 1 - F.cosine_similarity(a.float(), b.float(), dim=1).unsqueeze(1)
 
+class UpBlock(nn.Module):
+    "U-Net up-block: 4x4 stride-2 transposed conv to `cout`, concat an optional skip of `skip` channels, then twice (3x3 conv with bias, BN, ReLU)."
+    def __init__(self, cin, cout, skip=0):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+        self.convs = nn.Sequential(conv_bn_relu(cout + skip, cout, bias=True), conv_bn_relu(cout, cout, bias=True))
+    def forward(self, x, skip=None):
+        x = self.up(x)
+        return self.convs(x if skip is None else torch.cat([x, skip], 1))
+
 class SegmentationHead(nn.Module):
-    "U-Net style decoder from three weighted feature scales to full-resolution logits."
-    def __init__(self, channels, width=64):
+    "The release's U-Net from weighted features at 1/4, 1/8, 1/16 to full-resolution logits; `width`, `width / 2` for the two skip-free blocks."
+    def __init__(self, channels, width=128):
         super().__init__()
         c1, c2, c3 = channels
-        self.enter3 = conv_bn_relu(c3, 2 * width, 1)
-        self.fuse2 = nn.Sequential(conv_bn_relu(2 * width + c2, 2 * width), conv_bn_relu(2 * width, width))
-        self.fuse1 = nn.Sequential(conv_bn_relu(width + c1, width), conv_bn_relu(width, width))
-        self.up_a, self.up_b = conv_bn_relu(width, width // 2), conv_bn_relu(width // 2, width // 2)
+        self.up1, self.up2 = UpBlock(c3, c2, skip=c2), UpBlock(c2, c1, skip=c1)
+        self.up3, self.up4 = UpBlock(c1, width), UpBlock(width, width // 2)
         self.out = nn.Conv2d(width // 2, 1, 3, 1, 1)
     def forward(self, feats):
         f1, f2, f3 = feats
-        up = lambda x, ref: F.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
-        x = self.enter3(f3)
-        x = self.fuse2(torch.cat([up(x, f2), f2], 1))
-        x = self.fuse1(torch.cat([up(x, f1), f1], 1))
-        x = self.up_a(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-        x = self.up_b(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
-        return self.out(x)
+        return self.out(self.up4(self.up3(self.up2(self.up1(f3, f2), f1))))
+
+# %% ../nbs/06_cfrg.ipynb #f3cb6938
+BLUR_PADDING = ("mirror", "reflect")
+
+def pad_edges(x, pad: int, dim: int, mode="mirror") -> torch.Tensor:
+    "Pad both ends of `dim` by `pad` as scipy.ndimage names it: 'mirror' (c b | a b c) or 'reflect' (b a | a b c, edge repeated)."
+    if pad == 0: return x
+    start, n = int(mode == "mirror"), x.shape[dim]
+    return torch.cat([x.narrow(dim, start, pad).flip(dim), x, x.narrow(dim, n - pad - start, pad).flip(dim)], dim)
+
+def gaussian_blur(maps, sigma=4.0, padding="mirror") -> torch.Tensor:
+    "Separable Gaussian blur of B x 1 x H x W maps truncated at 4 sigma (scipy's `gaussian_filter`); kernel cut (renormalised) on tiny maps."
+    if padding not in BLUR_PADDING: raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    if sigma <= 0: return maps
+    radius = int(4 * sigma + 0.5)
+    xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
+    k = torch.exp(-xs ** 2 / (2 * sigma ** 2))
+    for dim, shape in ((3, (1, 1, 1, -1)), (2, (1, 1, -1, 1))):
+        pad = min(radius, maps.shape[dim] - (padding == "mirror"))
+        taps = k[radius - pad: radius + pad + 1]
+        maps = F.conv2d(pad_edges(maps, pad, dim, padding), (taps / taps.sum()).view(shape))
+    return maps
+
+@dataclass(frozen=True)
+class MapStyle:
+    "How per-scale discrepancies become a map: bilinear upsampling's `align_corners`, the Gaussian's `sigma` and edge `padding`."
+    sigma: float = 4.0
+    padding: str = "mirror"
+    align_corners: bool = False
+    def __post_init__(self):
+        if self.padding not in BLUR_PADDING: raise ValueError(f"blur padding {self.padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    def upsample(self, x, size) -> torch.Tensor: return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
+    def scores(self, maps):
+        "Smooth B x 1 x H x W maps; return (maps B x H x W, image scores = max of each map)."
+        maps = gaussian_blur(maps.float(), self.sigma, self.padding)[:, 0]
+        return maps, maps.flatten(1).amax(1)
+
+RELEASE_MAP_STYLE = MapStyle(sigma=4.0, padding="reflect", align_corners=True)
+
+def discrepancy_map(targets, preds, size, style=MapStyle()) -> torch.Tensor:
+    "Sum over scales of the per-pixel `1 - cos`, each upsampled (bilinear) to `size`: B x 1 x H x W."
+    return sum(style.upsample(cosine_distance(t, p), size) for t, p in zip(targets, preds))
+
+def cfrg_anomaly_map(out: dict, style=MapStyle()):
+    "CFRG's (maps, scores) from a forward's output: recovery (or, without it, student) discrepancy + sigmoid(head), smoothed."
+    partner = out["r"] if "r" in out else out["s"]
+    m = discrepancy_map(out["t_a"], partner, out["size"], style)
+    if "logits" in out: m = m + torch.sigmoid(out["logits"].float())
+    return style.scores(m)
 
 # %% ../nbs/06_cfrg.ipynb #86743c11
 class CFRG(nn.Module):
-    "Teacher + student/adapters + recovery (bottleneck, decoder) + segmentation head."
-    def __init__(self, teacher="wide_resnet50_2", student="efficientnet_b0", pretrained=True, teacher_weights=None,
-                 recovery=True, segmentation=True, recovery_weight=True, head_width=64, bottleneck_blocks=3, decoder_blocks=2):
+    "Teacher + student/adapters + recovery (bottleneck, decoder) + segmentation head; the release's sizes by default."
+    def __init__(self, teacher="wide_resnet50_2.tv_in1k", student="efficientnet_b0", pretrained=True, teacher_weights=None,
+                 recovery=True, segmentation=True, recovery_weight=True, head_width=128, bottleneck_blocks=3,
+                 decoder_blocks=(3, 4, 6), map_style=None):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         ch = self.teacher.channels
@@ -150,6 +218,7 @@ class CFRG(nn.Module):
             self.bottleneck = OneClassBottleneck(ch, bottleneck_blocks)
             self.decoder = RecoveryDecoder(ch, self.bottleneck.out_channels, decoder_blocks)
         if segmentation: self.head = SegmentationHead(ch, head_width)
+        self.map_style = map_style or MapStyle()
     def recover(self, feats): return self.decoder(self.bottleneck(feats))
     def forward(self, x_a, x_n=None) -> dict:
         check_input_size(x_a)
@@ -163,6 +232,10 @@ class CFRG(nn.Module):
             if self.recovery_weight: weights = [w * cosine_distance(t, r) for w, t, r in zip(weights, out["t_a"], out["r"])]
             out["logits"] = self.head([w * t for w, t in zip(weights, out["t_a"])])
         return out
+    @torch.no_grad()
+    def predict(self, images):
+        "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
+        return cfrg_anomaly_map(self(images), self.map_style)
 
 # %% ../nbs/06_cfrg.ipynb #fd80c243
 def global_cosine_loss(targets, preds) -> torch.Tensor:
@@ -191,41 +264,6 @@ class CFRGLoss(nn.Module):
         bce = F.binary_cross_entropy_with_logits(out["logits"].float(), mask.float()) if "logits" in out else zero
         return dict(loss=self.w_dis * dis + self.w_rec * rec + self.w_bce * bce, dis=dis, rec=rec, bce=bce)
 
-# %% ../nbs/06_cfrg.ipynb #f3cb6938
-def gaussian_blur(maps, sigma=4.0) -> torch.Tensor:
-    "Separable Gaussian blur of B x 1 x H x W maps (truncate 4 sigma, reflect padding; kernel cut to the map on tiny maps)."
-    if sigma <= 0: return maps
-    radius = int(4 * sigma + 0.5)
-    xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-xs ** 2 / (2 * sigma ** 2)); k = k / k.sum()
-    pad_h, pad_w = min(radius, maps.shape[-2] - 1), min(radius, maps.shape[-1] - 1)
-    mode = "reflect" if min(pad_h, pad_w) > 0 else "replicate"
-    taps = lambda pad: (lambda c: c / c.sum())(k[radius - pad: radius + pad + 1])    # renormalised if cut short
-    x = F.conv2d(F.pad(maps, (pad_w, pad_w, 0, 0), mode=mode), taps(pad_w).view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, pad_h, pad_h), mode=mode), taps(pad_h).view(1, 1, -1, 1))
-
-def discrepancy_map(targets, preds, size) -> torch.Tensor:
-    "Sum over scales of the per-pixel `1 - cos`, each upsampled (bilinear) to `size`: B x 1 x H x W."
-    return sum(F.interpolate(cosine_distance(t, p), size=tuple(size), mode="bilinear", align_corners=False) for t, p in zip(targets, preds))
-
-def scores_from_maps(maps, sigma=4.0):
-    "Smooth B x 1 x H x W maps; return (maps B x H x W, image scores = max of each map)."
-    maps = gaussian_blur(maps.float(), sigma)[:, 0]
-    return maps, maps.flatten(1).amax(1)
-
-def cfrg_anomaly_map(out: dict, sigma=4.0):
-    "CFRG's map from a forward's output: recovery (or, without it, student) discrepancy + sigmoid(head)."
-    partner = out["r"] if "r" in out else out["s"]
-    m = discrepancy_map(out["t_a"], partner, out["size"])
-    if "logits" in out: m = m + torch.sigmoid(out["logits"].float())
-    return scores_from_maps(m, sigma)
-
-@torch.no_grad()
-def _cfrg_predict(self, images, sigma=4.0):
-    "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images."
-    return cfrg_anomaly_map(self(images), sigma)
-CFRG.predict = _cfrg_predict
-
 # %% ../nbs/06_cfrg.ipynb #65894997
 def cfrg_step(model, batch, device, criterion=None) -> dict:
     "One CFRG training step's losses for a batch with keys image, augmented, synth_mask."
@@ -233,3 +271,18 @@ def cfrg_step(model, batch, device, criterion=None) -> dict:
     mask = batch["synth_mask"].to(device, non_blocking=True).float()
     if anomalous.is_cuda: normal, anomalous = (v.contiguous(memory_format=torch.channels_last) for v in (normal, anomalous))
     return (criterion or CFRGLoss())(model(anomalous, normal), mask)
+
+# %% ../nbs/06_cfrg.ipynb #c85fed52
+RELEASE_CFRG_PARAMS = {"student (stem + blocks 0..10)": 851_808, "adapters": 294_032, "one-class bottleneck": 58_885_120,
+                       "recovery decoder": 24_917_504, "segmentation U-Net": 20_364_417, "gets a gradient in a step": 105_312_881}
+
+def cfrg_param_table(model: CFRG) -> dict:
+    "Parameters per trained module, named as in `RELEASE_CFRG_PARAMS` (a switched-off branch counts 0)."
+    part = lambda name: count_params(getattr(model, name)) if hasattr(model, name) else 0
+    return {"student (stem + blocks 0..10)": count_params(model.student.backbone), "adapters": count_params(model.student.adapters),
+            "one-class bottleneck": part("bottleneck"), "recovery decoder": part("decoder"), "segmentation U-Net": part("head"),
+            "gets a gradient in a step": count_params(model, trainable=True)}
+
+def params_with_gradient(model: nn.Module) -> int:
+    "Parameters that received a gradient in the last backward pass."
+    return sum(p.numel() for p in model.parameters() if p.grad is not None)

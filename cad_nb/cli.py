@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from .baselines import METHODS, build_method, category_datasets, make_teacher, train_method
+from .runner import METHODS, build_method, category_datasets, make_teacher, method_epochs, train_method
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import Profile, _typed, get_device, load_profile, seed_everything
 from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, list_categories, load_image, read_coco,
@@ -80,7 +80,7 @@ def apply_sets(cfg: Profile, pairs) -> Profile:
 MTL = "mtl"
 
 def method_names() -> dict:
-    "Command-line name -> method: each of `cad_nb.baselines.METHODS` in lower case, and `mtl`."
+    "Command-line name -> method: each of `cad_nb.runner.METHODS` in lower case, and `mtl`."
     return {**{m.lower(): m for m in METHODS}, MTL: MTL}
 
 def method_arg(text: str) -> str:
@@ -232,7 +232,7 @@ def train_anomaly(a, cfg, run_dir):
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
     train_set, _ = category_datasets(root, a.category, cfg.image_size, cfg.cfrg_max_train, cfg.cfrg_max_test,
-                                     cfg.seed)
+                                     cfg.seed, cfg.test_mask_resize)
     teacher = make_teacher(cfg)
     record = run_record(a.method, cfg, root, a.category, teacher.weights, train_images=len(train_set))
     start_run(run_dir, record)
@@ -243,8 +243,10 @@ def train_anomaly(a, cfg, run_dir):
         if is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), signature=run_signature(model))
         return model, dict(record, status="complete"), []
-    done = len(history["epoch"])
-    status = "complete" if done >= cfg.epochs else f"stopped after {done} of {cfg.epochs} epochs"
+    epochs = method_epochs(a.method, cfg)
+    done, total, unit = ((len(history["epoch"]), epochs, "epochs") if epochs else
+                         (len(history["step"]), cfg.destseg_student_steps + cfg.destseg_seg_steps, "steps"))
+    status = "complete" if done >= total else f"stopped after {done} of {total} {unit}"
     return model, dict(record, status=status), history["epoch"]
 
 # %% ../nbs/09_cli.ipynb #f4e065f8
@@ -324,7 +326,7 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
         raise CliError(f"--data-root {root}: no category {record['category']!r} (the run's); "
                        f"categories there: {categories}", 2)
     _, test_set = category_datasets(root, record["category"], cfg.image_size, cfg.cfrg_max_train,
-                                    cfg.cfrg_max_test, cfg.seed)
+                                    cfg.cfrg_max_test, cfg.seed, cfg.test_mask_resize)
     pred = predict(model, test_set, cfg.batch_size, device)
     metrics = evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
     low, high = np.percentile(pred["maps"], [1, 99.9])

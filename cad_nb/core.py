@@ -263,6 +263,11 @@ class FeatureBackbone(nn.Module):
                                             out_indices=tap_indices(name, strides, **timm_kwargs), **timm_kwargs)
         self.normalize = Normalize.of(self.net)
         self.channels = list(self.net.feature_info.channels())
+        self._drop_untapped()
+    def _drop_untapped(self):
+        "Drop the blocks after the last tap that timm's EfficientNet features still run (they change no output and get no gradient)."
+        blocks, taps = getattr(self.net, "blocks", None), getattr(self.net, "_stage_out_idx", None)
+        if isinstance(blocks, nn.Sequential) and taps: self.net.blocks = blocks[:max(taps)]
     def freeze(self, levels: int):
         "Stop training the stem and the first `levels` feature levels of timm's `feature_info` (BatchNorm statistics still adapt)."
         info = self.net.feature_info.info

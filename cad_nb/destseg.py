@@ -13,17 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cfrg import Teacher, check_input_size, conv_bn_relu
+from .cfrg import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
 from .core import FeatureBackbone, seed_everything
 from .train import (_loader, autocast, is_main_process, load_checkpoint, make_scaler, run_signature,
                           save_checkpoint)
 
 # %% auto #0
-__all__ = ['RELEASE_TEACHER', 'RELEASE_PARAMS', 'RELEASE_LR', 'conv3x3', 'BasicBlock', 'make_layer', 'init_kaiming',
-           'DenoisingStudent', 'dilated_conv_bn_relu', 'ASPP', 'SegmentationNet', 'channel_normalize',
-           'segmentation_input', 'DeSTSeg', 'count_params', 'destseg_param_table', 'feature_distance', 'student_loss',
-           'focal_loss', 'mask_at', 'segmentation_loss', 'top_k_mean', 'destseg_anomaly_map', 'dest_map',
-           'destseg_optimizers', 'set_phase', 'student_step', 'segmentation_step', 'fit_destseg']
+__all__ = ['RELEASE_TEACHER', 'RELEASE_PARAMS', 'RELEASE_LR', 'conv3x3', 'BasicBlock', 'make_layer', 'DenoisingStudent',
+           'dilated_conv_bn_relu', 'ASPP', 'SegmentationNet', 'channel_normalize', 'segmentation_input', 'DeSTSeg',
+           'destseg_param_table', 'feature_distance', 'student_loss', 'focal_loss', 'mask_at', 'segmentation_loss',
+           'top_k_mean', 'destseg_anomaly_map', 'dest_map', 'destseg_optimizers', 'set_phase', 'student_step',
+           'segmentation_step', 'fit_destseg']
 
 # %% ../nbs/12_destseg.ipynb #9b545a45
 def conv3x3(cin, cout, dilation=1) -> nn.Conv2d:
@@ -45,15 +45,6 @@ class BasicBlock(nn.Module):
 def make_layer(cin, cout, blocks=2) -> nn.Sequential:
     "The release's `make_layer(BasicBlock, cin, cout, blocks)`: the first block changes the width, the rest keep it."
     return nn.Sequential(BasicBlock(cin, cout), *[BasicBlock(cout, cout) for _ in range(blocks - 1)])
-
-def init_kaiming(module: nn.Module) -> nn.Module:
-    "Kaiming-normal (fan_out, ReLU) convolutions, BatchNorm weight 1 and bias 0: the release's decoder and `res` init."
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return module
 
 # %% ../nbs/12_destseg.ipynb #d559e9e6
 class DenoisingStudent(nn.Module):
@@ -136,10 +127,6 @@ class DeSTSeg(nn.Module):
 RELEASE_PARAMS = {"Teacher (frozen)": 2_782_784, "Student encoder": 11_176_512, "Student decoder": 13_488_512,
                   "Segmentation res": 2_918_912, "Segmentation head": 4_787_457, "Trainable": 32_371_393,
                   "All": 35_154_177}
-
-def count_params(module: nn.Module, trainable=False) -> int:
-    "Number of parameters of `module` (only those with `requires_grad` when `trainable`)."
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
 
 def destseg_param_table(model: DeSTSeg) -> dict:
     "Parameters per module, named as in `RELEASE_PARAMS`."

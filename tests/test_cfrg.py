@@ -8,7 +8,7 @@ torch.set_num_threads(1)   # pytest -n 2 on two cores: one thread per process
 
 from cad_nb import cfrg
 from cad_nb.baselines import PaDiM, ReverseDistillation, rd_step
-from cad_nb.cfrg import CFRG, CFRGLoss, Teacher, cfrg_anomaly_map, gaussian_blur, push_pull_loss
+from cad_nb.cfrg import CFRG, CFRGLoss, MapStyle, Teacher, cfrg_anomaly_map, gaussian_blur, push_pull_loss
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_map_is_batched_blurred_and_scored_by_max(teacher):
     single = torch.cat([model.predict(x[i:i + 1])[0] for i in range(3)])
     torch.testing.assert_close(maps, single, atol=1e-4, rtol=1e-4)
     assert torch.equal(scores, maps.flatten(1).amax(1))
-    raw = cfrg_anomaly_map(model(x), sigma=0)[0]
+    raw = cfrg_anomaly_map(model(x), MapStyle(sigma=0))[0]
     assert raw.std() > maps.std()                                            # smoothing reduces variation
     assert gaussian_blur(torch.ones(1, 1, 9, 9)).allclose(torch.ones(1, 1, 9, 9))
 

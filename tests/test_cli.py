@@ -56,21 +56,21 @@ def state_of(run_dir):
 
 
 def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benchmark, tmp_path, monkeypatch):
-    import cad_nb.baselines as baselines
+    import cad_nb.runner as runner
     torch.set_num_threads(1)
-    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "epochs=2"))
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "rd_epochs=2"))
     assert code == 0, err
-    calls, rd_step = [], baselines.rd_step
+    calls, rd_step = [], runner.rd_step
     def interrupted_step(*args, **kwargs):                      # Ctrl-C in the first batch of the second epoch
         calls.append(1)
         if len(calls) == 3: raise KeyboardInterrupt
         return rd_step(*args, **kwargs)
-    monkeypatch.setattr(baselines, "rd_step", interrupted_step)
-    args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "epochs=2")
+    monkeypatch.setattr(runner, "rd_step", interrupted_step)
+    args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "rd_epochs=2")
     code, _, err = cli(*args)
     assert code == 130 and "the same command resumes" in one_line(err)
     assert state_of(tmp_path / "resumed")["epoch"] == 0                 # the first epoch is kept
-    monkeypatch.setattr(baselines, "rd_step", rd_step)
+    monkeypatch.setattr(runner, "rd_step", rd_step)
     code, _, err = cli(*args)
     assert code == 0, err
     straight, resumed = state_of(tmp_path / "straight"), state_of(tmp_path / "resumed")
@@ -79,7 +79,7 @@ def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benc
     records = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("straight", "resumed")]
     assert records[0]["parameter_digests"] == records[1]["parameter_digests"] and records[1]["status"] == "complete"
     assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 2
-    code, _, err = cli(*args[:-2], "--set", "epochs=3")                  # same folder, other settings: refused
+    code, _, err = cli(*args[:-2], "--set", "rd_epochs=3")                  # same folder, other settings: refused
     assert code == 2 and "holds another run (its settings differ)" in one_line(err)
 
 
@@ -199,7 +199,7 @@ def _env(**extra):
 def test_torchrun_two_gloo_processes_end_with_the_same_parameters(smoke_benchmark, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cad_nb.cli",
-           *map(str, train_args(smoke_benchmark, out, "--set", "device=cpu", "--set", "epochs=2"))]
+           *map(str, train_args(smoke_benchmark, out, "--set", "device=cpu", "--set", "rd_epochs=2"))]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env(PYTHONPATH=str(REPO)))
     assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads((out / "run.json").read_text())
