@@ -67,14 +67,15 @@ class PaDiM(nn.Module):
         n, s, ss = 0, None, None
         for images in batches:
             e = self.embed(images.to(device)).double().flatten(2).permute(2, 0, 1)       # P x B x d
-            outer = torch.einsum("pbi,pbj->pij", e, e)
-            s, ss = (e.sum(1), outer) if s is None else (s + e.sum(1), ss + outer)
+            if s is None: s, ss = e.new_zeros(e.shape[0], e.shape[2]), e.new_zeros(e.shape[0], e.shape[2], e.shape[2])
+            s += e.sum(1); ss.baddbmm_(e.transpose(1, 2), e)                           # in place: P x d x d is large
             n += e.shape[1]
         if n < 2: raise ValueError(f"PaDiM needs at least 2 normal training images, got {n}")
         mean = s / n
-        cov = (ss - n * torch.einsum("pi,pj->pij", mean, mean)) / (n - 1)
-        cov = cov + 0.01 * torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-        self.mean, self.inv_cov = mean.float(), torch.linalg.inv(cov).float()
+        cov = ss.baddbmm_(mean[:, :, None], mean[:, None, :], alpha=-n).div_(n - 1)     # reuses the sums' memory
+        cov.diagonal(dim1=1, dim2=2).add_(0.01)
+        self.mean, self.inv_cov = mean.float(), cov.new_empty(cov.shape, dtype=torch.float32)
+        for i in range(0, len(cov), 256): self.inv_cov[i:i + 256] = torch.linalg.inv(cov[i:i + 256])   # in chunks
         return self
     @torch.no_grad()
     def predict(self, images):
