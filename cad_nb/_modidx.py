@@ -56,6 +56,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cad_nb.cfrg.cfrg_param_table': ('cfrg.html#cfrg_param_table', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.cfrg_step': ('cfrg.html#cfrg_step', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.check_input_size': ('cfrg.html#check_input_size', 'cad_nb/cfrg.py'),
+                             'cad_nb.cfrg.check_padding': ('cfrg.html#check_padding', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.conv_bn_relu': ('cfrg.html#conv_bn_relu', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.cosine_distance': ('cfrg.html#cosine_distance', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.count_params': ('cfrg.html#count_params', 'cad_nb/cfrg.py'),

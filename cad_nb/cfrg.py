@@ -21,8 +21,8 @@ from .core import FeatureBackbone
 __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'RELEASE_CFRG_PARAMS', 'Teacher',
            'conv_bn_relu', 'Adapter', 'Student', 'count_params', 'init_kaiming', 'Bottleneck', 'OneClassBottleneck',
            'stage_blocks', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'UpBlock', 'SegmentationHead',
-           'pad_edges', 'gaussian_blur', 'MapStyle', 'discrepancy_map', 'cfrg_anomaly_map', 'CFRG',
-           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'cfrg_param_table', 'params_with_gradient']
+           'pad_edges', 'check_padding', 'gaussian_blur', 'MapStyle', 'discrepancy_map', 'cfrg_anomaly_map', 'CFRG',
+           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'params_with_gradient', 'cfrg_param_table']
 
 # %% ../nbs/06_cfrg.ipynb #104f8f49
 STRIDES = (4, 8, 16)
@@ -32,7 +32,7 @@ RANDOM_TEACHER_NOTE = "NOTE: the teacher network is randomly initialised (no pre
 
 class Teacher(nn.Module):
     "A frozen backbone, always in eval mode; `weights` says where its weights came from."
-    def __init__(self, name="wide_resnet50_2", pretrained=True, weights_path=None):
+    def __init__(self, name="wide_resnet50_2.tv_in1k", pretrained=True, weights_path=None):
         super().__init__()
         self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained, weights=weights_path)
         self.weights = self.backbone.weights
@@ -163,9 +163,14 @@ def pad_edges(x, pad: int, dim: int, mode="mirror") -> torch.Tensor:
     start, n = int(mode == "mirror"), x.shape[dim]
     return torch.cat([x.narrow(dim, start, pad).flip(dim), x, x.narrow(dim, n - pad - start, pad).flip(dim)], dim)
 
+def check_padding(padding: str) -> str:
+    "`padding` if it is one of `BLUR_PADDING`, else a clear error."
+    if padding not in BLUR_PADDING: raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    return padding
+
 def gaussian_blur(maps, sigma=4.0, padding="mirror") -> torch.Tensor:
     "Separable Gaussian blur of B x 1 x H x W maps truncated at 4 sigma (scipy's `gaussian_filter`); kernel cut (renormalised) on tiny maps."
-    if padding not in BLUR_PADDING: raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    check_padding(padding)
     if sigma <= 0: return maps
     radius = int(4 * sigma + 0.5)
     xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
@@ -182,8 +187,7 @@ class MapStyle:
     sigma: float = 4.0
     padding: str = "mirror"
     align_corners: bool = False
-    def __post_init__(self):
-        if self.padding not in BLUR_PADDING: raise ValueError(f"blur padding {self.padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    def __post_init__(self): check_padding(self.padding)
     def upsample(self, x, size) -> torch.Tensor: return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
     def scores(self, maps):
         "Smooth B x 1 x H x W maps; return (maps B x H x W, image scores = max of each map)."
@@ -276,13 +280,13 @@ def cfrg_step(model, batch, device, criterion=None) -> dict:
 RELEASE_CFRG_PARAMS = {"student (stem + blocks 0..10)": 851_808, "adapters": 294_032, "one-class bottleneck": 58_885_120,
                        "recovery decoder": 24_917_504, "segmentation U-Net": 20_364_417, "gets a gradient in a step": 105_312_881}
 
-def cfrg_param_table(model: CFRG) -> dict:
-    "Parameters per trained module, named as in `RELEASE_CFRG_PARAMS` (a switched-off branch counts 0)."
-    part = lambda name: count_params(getattr(model, name)) if hasattr(model, name) else 0
-    return {"student (stem + blocks 0..10)": count_params(model.student.backbone), "adapters": count_params(model.student.adapters),
-            "one-class bottleneck": part("bottleneck"), "recovery decoder": part("decoder"), "segmentation U-Net": part("head"),
-            "gets a gradient in a step": count_params(model, trainable=True)}
-
 def params_with_gradient(model: nn.Module) -> int:
     "Parameters that received a gradient in the last backward pass."
     return sum(p.numel() for p in model.parameters() if p.grad is not None)
+
+def cfrg_param_table(model: CFRG) -> dict:
+    "Parameters per trained module after a backward pass, named as in `RELEASE_CFRG_PARAMS` (a switched-off branch counts 0)."
+    part = lambda name: count_params(getattr(model, name)) if hasattr(model, name) else 0
+    return {"student (stem + blocks 0..10)": count_params(model.student.backbone), "adapters": count_params(model.student.adapters),
+            "one-class bottleneck": part("bottleneck"), "recovery decoder": part("decoder"), "segmentation U-Net": part("head"),
+            "gets a gradient in a step": params_with_gradient(model)}
