@@ -19,11 +19,11 @@ __all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim']
 class ReverseDistillation(nn.Module):
     "RD4AD: frozen teacher -> one-class bottleneck -> decoder rebuilding the teacher's features."
     def __init__(self, teacher="wide_resnet50_2.tv_in1k", pretrained=True, teacher_weights=None, bottleneck_blocks=3,
-                 decoder_blocks=(3, 4, 6), map_style=None):
+                 decoder_blocks=(3, 4, 6), map_style=None, width=1.0, code_stride=32):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
-        self.bottleneck = OneClassBottleneck(self.teacher.channels, bottleneck_blocks)
-        self.decoder = RecoveryDecoder(self.teacher.channels, self.bottleneck.out_channels, decoder_blocks)
+        self.bottleneck = OneClassBottleneck(self.teacher.channels, bottleneck_blocks, width, code_stride)
+        self.decoder = RecoveryDecoder(self.teacher.channels, self.bottleneck.out_channels, decoder_blocks, width, code_stride)
         self.map_style = map_style or MapStyle()
     def forward(self, x) -> dict:
         check_input_size(x)

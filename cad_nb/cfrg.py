@@ -20,9 +20,10 @@ from .core import FeatureBackbone
 # %% auto #0
 __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'RELEASE_CFRG_PARAMS', 'Teacher',
            'conv_bn_relu', 'Adapter', 'Student', 'count_params', 'init_kaiming', 'Bottleneck', 'OneClassBottleneck',
-           'stage_blocks', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'UpBlock', 'SegmentationHead',
-           'pad_edges', 'check_padding', 'gaussian_blur', 'MapStyle', 'discrepancy_map', 'cfrg_anomaly_map', 'CFRG',
-           'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'params_with_gradient', 'cfrg_param_table']
+           'check_code_stride', 'stage_blocks', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'UpBlock',
+           'SegmentationHead', 'pad_edges', 'check_padding', 'gaussian_blur', 'MapStyle', 'discrepancy_map',
+           'cfrg_anomaly_map', 'CFRG', 'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step',
+           'params_with_gradient', 'cfrg_param_table']
 
 # %% ../nbs/06_cfrg.ipynb #104f8f49
 STRIDES = (4, 8, 16)
@@ -31,10 +32,10 @@ STRIDES = (4, 8, 16)
 RANDOM_TEACHER_NOTE = "NOTE: the teacher network is randomly initialised (no pretrained weights were available); numbers are not comparable to an ImageNet-pretrained teacher."
 
 class Teacher(nn.Module):
-    "A frozen backbone, always in eval mode; `weights` says where its weights came from."
-    def __init__(self, name="wide_resnet50_2.tv_in1k", pretrained=True, weights_path=None):
+    "A frozen backbone tapped at `strides`, always in eval mode; `weights` says where its weights came from."
+    def __init__(self, name="wide_resnet50_2.tv_in1k", pretrained=True, weights_path=None, strides=STRIDES):
         super().__init__()
-        self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained, weights=weights_path)
+        self.backbone = FeatureBackbone(name, strides, pretrained=pretrained, weights=weights_path)
         self.weights = self.backbone.weights
         self.channels = self.backbone.channels
         self.requires_grad_(False); self.eval()
@@ -90,18 +91,25 @@ class Bottleneck(nn.Module):
     def forward(self, x): return F.relu(self.body(x) + self.skip(x))
 
 class OneClassBottleneck(nn.Module):
-    "RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2) to `2 c3` channels at 1/32."
-    def __init__(self, channels, n_blocks=3):
+    "RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2, unless `code_stride=16`) to `2 c3 width` channels at 1/`code_stride`."
+    def __init__(self, channels, n_blocks=3, width=1.0, code_stride=32):
         super().__init__()
         c1, c2, c3 = channels
+        mid, out = round(c3 * width), round(2 * c3 * width)
         self.down1 = nn.Sequential(conv_bn_relu(c1, c2, 3, 2), conv_bn_relu(c2, c3, 3, 2))
         self.down2 = conv_bn_relu(c2, c3, 3, 2)
-        self.blocks = nn.Sequential(Bottleneck(3 * c3, 2 * c3, c3, stride=2), *[Bottleneck(2 * c3, 2 * c3, c3) for _ in range(n_blocks - 1)])
-        self.out_channels = 2 * c3
+        first = Bottleneck(3 * c3, out, mid, stride=check_code_stride(code_stride) // 16)
+        self.blocks = nn.Sequential(first, *[Bottleneck(out, out, mid) for _ in range(n_blocks - 1)])
+        self.out_channels = out
         init_kaiming(self)
     def forward(self, feats):
         f1, f2, f3 = feats
         return self.blocks(torch.cat([self.down1(f1), self.down2(f2), f3], 1))
+
+def check_code_stride(code_stride) -> int:
+    "The bottleneck code's stride: 32 (RD4AD: 1/32 of the image) or 16 (one downsampling fewer, four times the code cells)."
+    if code_stride not in (16, 32): raise ValueError(f"code_stride = {code_stride!r}: choose 32 (the release's 1/32 code) or 16")
+    return code_stride
 
 def stage_blocks(n_blocks) -> tuple:
     "Blocks per decoder stage: three positive counts, or one count for every stage."
@@ -110,12 +118,14 @@ def stage_blocks(n_blocks) -> tuple:
     return n
 
 class RecoveryDecoder(nn.Module):
-    "RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block then plain ones, width half the output."
-    def __init__(self, channels, in_channels=None, n_blocks=(3, 4, 6)):
+    "RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block (the first a plain one for a 1/16 code) then plain ones, inner width `width` x half the output."
+    def __init__(self, channels, in_channels=None, n_blocks=(3, 4, 6), width=1.0, code_stride=32):
         super().__init__()
         c1, c2, c3 = channels
-        stage = lambda cin, cout, n: nn.Sequential(Bottleneck(cin, cout, cout // 2, up=True), *[Bottleneck(cout, cout, cout // 2) for _ in range(n - 1)])
-        self.stages = nn.ModuleList(stage(i, o, n) for i, o, n in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks)))
+        mid = lambda cout: max(1, round(cout // 2 * width))
+        stage = lambda cin, cout, n, up: nn.Sequential(Bottleneck(cin, cout, mid(cout), up=up), *[Bottleneck(cout, cout, mid(cout)) for _ in range(n - 1)])
+        ups = (check_code_stride(code_stride) == 32, True, True)
+        self.stages = nn.ModuleList(stage(i, o, n, up) for i, o, n, up in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks), ups))
         init_kaiming(self)
     def forward(self, code):
         outs = []

@@ -17,14 +17,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from .runner import METHODS, build_method, category_datasets, make_teacher, method_epochs, train_method
+from .runner import METHODS, build_method, category_datasets, make_teacher, method_epochs, score_set, train_method
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import Profile, _typed, get_device, load_profile, seed_everything
 from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, list_categories, load_image, read_coco,
                          resize_image)
-from .metrics import evaluate
 from .reproduce import add_reproduce_command
-from .train import (autocast, cleanup_distributed, is_distributed, is_main_process, load_checkpoint, predict,
+from .train import (autocast, cleanup_distributed, is_distributed, is_main_process, load_checkpoint,
                           run_signature, save_checkpoint, setup_distributed, unwrap)
 
 # %% auto #0
@@ -327,8 +326,7 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
                        f"categories there: {categories}", 2)
     _, test_set = category_datasets(root, record["category"], cfg.image_size, cfg.cfrg_max_train,
                                     cfg.cfrg_max_test, cfg.seed, cfg.test_mask_resize)
-    pred = predict(model, test_set, cfg.batch_size, device)
-    metrics = evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
+    pred, metrics = score_set(model, test_set, cfg, device)         # image labels from the folders
     low, high = np.percentile(pred["maps"], [1, 99.9])
     return dict(metrics=metrics, threshold=f1_threshold(pred["labels"], pred["scores"]),
                 map_range=[float(low), float(high)], test_images=len(test_set))

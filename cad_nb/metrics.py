@@ -15,8 +15,8 @@ from scipy import ndimage
 # %% auto #0
 __all__ = ['METRIC_NAMES', 'EIGHT_CONNECTED', 'RELEASE_PRO_THRESHOLDS', 'MetricError', 'check_maps', 'check_masks',
            'defect_regions', 'region_sizes', 'PixelPool', 'make_pool', 'pool_auroc', 'pool_average_precision',
-           'image_auroc', 'pro_curve', 'area_to', 'pool_aupro', 'release_pro_of_image', 'MetricAccumulator',
-           'pixel_auroc', 'pixel_ap', 'aupro', 'pro_3cad', 'evaluate']
+           'image_auroc', 'pro_curve', 'area_to', 'pool_aupro', 'release_pro_of_image', 'check_labels',
+           'MetricAccumulator', 'pixel_auroc', 'pixel_ap', 'aupro', 'pro_3cad', 'evaluate']
 
 # %% ../nbs/05_metrics.ipynb #01b1b281
 METRIC_NAMES = ("i_auroc", "p_auroc", "p_ap", "aupro", "pro_3cad")
@@ -195,6 +195,14 @@ def release_pro_of_image(amap: np.ndarray, mask: np.ndarray, fpr_limit: float = 
     return float(-np.trapezoid(pro, fpr / fpr.max()))                 # FPR falls as thresholds rise
 
 # %% ../nbs/05_metrics.ipynb #58d50aa1
+def check_labels(labels, n: int, first_image: int = 0) -> np.ndarray:
+    "`n` image labels (0/1 or bool) as a bool array, or a clear error naming the first bad image."
+    labels = _to_numpy(labels).ravel()
+    _need(labels.shape == (n,), f"{labels.size} image labels for {n} maps")
+    bad = np.flatnonzero(~np.isin(labels, (0, 1)))
+    if len(bad): raise MetricError(f"image labels must be 0 or 1: image {first_image + bad[0]} has {labels[bad[0]]}")
+    return labels.astype(bool)
+
 class MetricAccumulator:
     "Streaming evaluation: `update` with batches of masks and maps, then `compute` every metric."
     def __init__(self, fpr_limit: float = 0.3, release_pro: bool = True):
@@ -204,8 +212,8 @@ class MetricAccumulator:
         self.image_scores, self.image_labels, self.release_pro = [], [], []
         self.n_images = self.n_regions = 0
 
-    def update(self, masks, maps, scores=None):
-        "Add a batch: masks and maps N x H x W (or N x 1 x H x W), optional image scores (N,)."
+    def update(self, masks, maps, scores=None, labels=None):
+        "Add a batch: masks and maps N x H x W (or N x 1 x H x W), optional image scores and 0/1 image labels (N,)."
         maps = check_maps(maps, first_image=self.n_images)
         masks = check_masks(masks, maps.shape)
         if self.n_images: _need(maps.shape[1:] == self.shape, f"maps are {maps.shape[1:]} (H x W) but earlier batches were {self.shape}")
@@ -214,7 +222,7 @@ class MetricAccumulator:
         _need(scores.shape == (len(maps),), f"{scores.size} image scores for {len(maps)} maps")
         _need(np.isfinite(scores).all(), "image scores hold NaN/inf")
         self.image_scores.append(scores.astype(np.float64))
-        self.image_labels.append(masks.reshape(len(masks), -1).any(1))
+        self.image_labels.append(masks.reshape(len(masks), -1).any(1) if labels is None else check_labels(labels, len(maps), self.n_images))
         self.normal.append(maps[~masks])
         for i, regions, n in defect_regions(masks):
             self.defect.append(maps[i][masks[i]]); self.region_size.append(region_sizes(regions, masks[i]))
@@ -275,6 +283,6 @@ def pro_3cad(masks, maps, fpr_limit: float = 0.3) -> float:
     return _mean_release_pro([release_pro_of_image(maps[i], masks[i], fpr_limit, regions)
                               for i, regions, _ in defect_regions(masks)])
 
-def evaluate(masks, maps, scores=None, fpr_limit: float = 0.3, on_undefined: str = "raise") -> dict:
-    "All metrics of one category: dict with keys i_auroc, p_auroc, p_ap, aupro, pro_3cad."
-    return MetricAccumulator(fpr_limit).update(masks, maps, scores).compute(on_undefined)
+def evaluate(masks, maps, scores=None, fpr_limit: float = 0.3, on_undefined: str = "raise", labels=None) -> dict:
+    "All metrics of one category: dict with keys i_auroc, p_auroc, p_ap, aupro, pro_3cad; image labels from `labels` when given, else the masks."
+    return MetricAccumulator(fpr_limit).update(masks, maps, scores, labels).compute(on_undefined)

@@ -20,12 +20,12 @@ from .core import seed_everything, settings_digest
 from .data import MASK_RESIZE, AnomalyDataset, read_category
 from .destseg import DeSTSeg, fit_destseg
 from .metrics import evaluate
-from .synthesis import TEXTURE_CHOICES, AnomalySynthesizer, SynthesisDataset
+from .synthesis import TEXTURE_CHOICES, AnomalySynthesizer, SynthesisDataset, ValidationSet
 from .train import fit, predict
 
 # %% auto #0
-__all__ = ['METHODS', 'category_datasets', 'texture_root', 'synthesizer', 'map_style', 'check_profile', 'make_teacher',
-           'build_method', 'method_epochs', 'train_method', 'run_method']
+__all__ = ['METHODS', 'category_datasets', 'split_validation', 'texture_root', 'synthesizer', 'map_style', 'check_profile',
+           'make_teacher', 'build_method', 'method_epochs', 'train_method', 'score_set', 'run_method']
 
 # %% ../nbs/13_runner.ipynb #1f83c259
 METHODS = ("CFRG", "RD", "PaDiM", "DeSTSeg")
@@ -47,6 +47,16 @@ def category_datasets(root, category, image_size, max_train=0, max_test=0, seed=
         test = _subset(good, n_good, seed) + _subset(bad, max_test - n_good, seed + 1)
     return AnomalyDataset(_subset(train, max_train, seed), image_size), AnomalyDataset(test, image_size, mask_resize=mask_resize)
 
+def split_validation(train_set, n, cfg) -> tuple:
+    "(train, validation): `n` seeded training images held out as a `ValidationSet` (every other with a synthesised anomaly); n = 0: (train_set, None)."
+    if not n: return train_set, None
+    samples = train_set.samples
+    if not 2 <= n <= len(samples) - 2:
+        raise ValueError(f"val_images = {n}: hold out 2 to {len(samples) - 2} of the {len(samples)} training images (or 0 for none)")
+    held = set(np.random.default_rng([cfg.seed, 2]).choice(len(samples), n, replace=False).tolist())
+    part = lambda keep: AnomalyDataset([s for i, s in enumerate(samples) if (i in held) == keep], train_set.image_size)
+    return part(False), ValidationSet(part(True), synthesizer(cfg), cfg.seed)
+
 def texture_root(cfg) -> Path | None:
     "The DTD folder the synthesis blends from (`cfrg_textures = dtd`), or None for the embedded textures (`embedded`)."
     choice = cfg.get("cfrg_textures") or "embedded"
@@ -64,8 +74,11 @@ def synthesizer(cfg, texture_choice=None) -> AnomalySynthesizer:
     return AnomalySynthesizer(texture_root(cfg), texture_choice=texture_choice or cfg.cfrg_texture_choice)
 
 def map_style(cfg) -> MapStyle:
-    "How CFRG, RD and PaDiM make their maps in this profile (`map_blur_padding`, `map_align_corners`)."
-    return MapStyle(padding=cfg.map_blur_padding, align_corners=bool(cfg.map_align_corners))
+    "How CFRG, RD and PaDiM make their maps in this profile (`map_sigma`, `map_blur_padding`, `map_align_corners`)."
+    sigma = cfg.get("map_sigma", 4.0)
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < cfg.image_size:
+        raise ValueError(f"map_sigma = {sigma!r}: the blur's sigma in pixels, a number from 0 (no blur) to below image_size")
+    return MapStyle(sigma=float(sigma), padding=cfg.map_blur_padding, align_corners=bool(cfg.map_align_corners))
 
 def _check_teacher_tag(cfg, key):
     "Stop on a `key` that names no timm model or no pretrained tag of one."
@@ -87,7 +100,7 @@ def check_profile(cfg):
                                 ("cfrg_texture_choice", cfg.cfrg_texture_choice, TEXTURE_CHOICES)]:
         if value not in choices: raise ValueError(f"profile {cfg.name}: {key} = {value!r}; choose one of {choices}")
     try: map_style(cfg)
-    except ValueError as e: raise ValueError(f"profile {cfg.name}: map_blur_padding: {e}") from None
+    except ValueError as e: raise ValueError(f"profile {cfg.name}: {e}") from None
     texture_root(cfg)
 
 def make_teacher(cfg) -> Teacher:
@@ -135,20 +148,28 @@ def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", l
                               batch_size=cfg.destseg_batch_size, lr_scale=cfg.destseg_lr_scale, **run)
     return model, history
 
+def score_set(model, dataset, cfg, device="cpu") -> tuple:
+    "(predictions, metrics) of `model` on `dataset`; image labels are the dataset's (its folders), not read off resized masks."
+    pred = predict(model, dataset, cfg.batch_size, device, cfg.cfrg_workers)
+    return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan", labels=pred["labels"])
+
 def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
-               progress=True, track_every=0, **options) -> dict:
-    "Train (or fit) method `name`, predict `test_set`, evaluate; dict(metrics, pred, history, train_s, test_s)."
-    t0, tracked, last = time.time(), [], method_epochs(name, cfg, epochs)
-    def test(model):
-        pred = predict(model, test_set, cfg.batch_size, device, cfg.cfrg_workers)
-        return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan")
-    def track(epoch, model):                                  # test metrics during training (not counted in train_s)
-        if not track_every or (epoch + 1) % track_every or epoch + 1 == last: return None
-        t = time.time(); found = test(model)[1]; tracked.append(time.time() - t)
+               progress=True, val_set=None, track_every=0, **options) -> dict:
+    "Train (or fit) method `name`, score `test_set`; dict(metrics, val_metrics, pred, history, train_s, test_s). A `val_set` is scored at the end (`val_metrics`) and, with `track_every`, every that many epochs (history['callback'])."
+    if track_every and val_set is None: raise ValueError("track_every needs val_set: training curves are scored on validation data, never on the test split")
+    t0, tracked = time.time(), []
+    def validate(model):                                      # not counted in train_s
+        t = time.time(); found = score_set(model, val_set, cfg, device)[1]; tracked.append(time.time() - t)
         return found
+    track = lambda epoch, model: validate(model) if track_every and (epoch + 1) % track_every == 0 else None
     checkpoint = cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt"
     model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=track, **options)
+    val_metrics, points = None, (history or {}).get("callback", [])
+    if val_set is not None:
+        done = bool(points) and points[-1]["step"] == len(history["step"])       # the last epoch was scored already
+        val_metrics = {k: v for k, v in points[-1].items() if k not in ("epoch", "step")} if done else validate(model)
+        if track_every and history is not None and not done:
+            history.setdefault("callback", []).append(dict(epoch=history["epoch"][-1]["epoch"], step=len(history["step"]), **val_metrics))
     t1 = time.time()
-    pred, metrics = test(model)
-    if history is not None and track_every: history.setdefault("callback", []).append(dict(epoch=(last or 0) - 1, step=len(history["step"]), **metrics))
-    return dict(metrics=metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)
+    pred, metrics = score_set(model, test_set, cfg, device)
+    return dict(metrics=metrics, val_metrics=val_metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)

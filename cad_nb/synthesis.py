@@ -18,7 +18,7 @@ from .data import IMAGE_SUFFIXES, DatasetError, image_size, load_image, resize_i
 # %% auto #0
 __all__ = ['EMBEDDED_TEXTURES', 'TEXTURE_CHOICES', 'uniform', 'perlin_batch', 'perlin_noise', 'rotate_batch', 'perlin_masks',
            'perlin_mask', 'procedural_texture', 'embedded_texture', 'texture_files', 'TextureSource',
-           'AnomalySynthesizer', 'SynthesisDataset']
+           'AnomalySynthesizer', 'SynthesisDataset', 'ValidationSet']
 
 # %% ../nbs/04_synthesis.ipynb #fa6bc675
 def uniform(rng, *shape) -> torch.Tensor:
@@ -197,3 +197,15 @@ class SynthesisDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, i])
         augmented, mask = self.synthesizer.batch(item["image"][None].float(), rng, [i])
         return {**item, "augmented": augmented[0], "synth_mask": mask[0]}
+
+# %% ../nbs/04_synthesis.ipynb #c41f9a2e
+class ValidationSet(torch.utils.data.Dataset):
+    "Held-out normal images, every other one (odd indices) with a fixed synthesised anomaly: items with image, mask, label."
+    def __init__(self, dataset, synthesizer: AnomalySynthesizer | None = None, seed: int = 0):
+        self.dataset, self.synthesizer, self.seed = dataset, synthesizer or AnomalySynthesizer(), seed
+    def __len__(self): return len(self.dataset)
+    def __getitem__(self, i):
+        item = dict(self.dataset[i])
+        if i % 2 == 0: return {**item, "mask": torch.zeros_like(item["image"][:1]), "label": 0}
+        augmented, mask = self.synthesizer.batch(item["image"][None].float(), np.random.default_rng([self.seed, 7, i]), [i])
+        return {**item, "image": augmented[0], "mask": mask[0], "label": int(mask.any()), "defect_types": "synthesised"}

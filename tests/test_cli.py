@@ -251,3 +251,29 @@ def test_padim_is_fitted_checkpointed_and_reloaded(smoke_benchmark, tmp_path):
     assert code == 0, err
     table = pd.read_csv(run / "predictions" / "predictions.csv")
     assert table["map"].tolist() == ["part.npy", "part_1.npy"] and table.score[0] == table.score[1]
+
+
+def test_test_labels_come_from_the_folders_not_the_resized_masks(smoke_benchmark, tmp_path):
+    "With the release's nearest resize a defect smaller than one resized pixel vanishes from its mask; the image stays defective."
+    from cad_nb.data import read_category, resize_mask
+    torch.set_num_threads(1)
+    category = list_categories(smoke_benchmark)[0]
+    shutil.copytree(smoke_benchmark / category, tmp_path / "data" / category)
+    defective = [s for s in read_category(tmp_path / "data", category) if s.split == "test" and s.label]
+    for s in defective:                                       # each defect becomes one pixel that nearest resizing skips
+        h, w = np.asarray(Image.open(s.mask_path)).shape[:2]
+        for y in range(1, h - 1):
+            tiny = np.zeros((h, w), bool); tiny[y, y % w] = True
+            if not resize_mask(tiny, 64, "nearest").any(): break
+        else: pytest.fail(f"no pixel of {s.mask_path} vanishes under nearest resizing to 64")
+        Image.fromarray(tiny.astype(np.uint8) * 255).save(s.mask_path)
+    run = tmp_path / "padim"
+    code, _, err = cli("train", "--method", "PaDiM", "--data-root", tmp_path / "data", "--category", category, "--out", run,
+                       *TINY, "--set", "test_mask_resize=nearest")
+    assert code == 0, err
+    code, out, err = cli("test", "--run", run)
+    assert code == 0, err
+    result = json.loads((run / "metrics.json").read_text())
+    assert np.isfinite(result["metrics"]["i_auroc"])          # labels read off the emptied masks: every image "good", I-AUROC undefined
+    assert result["threshold"] is not None                    # both classes present
+    assert result["metrics"]["p_auroc"] is None               # the pixel metrics do see no defect pixel (NaN, written as null)

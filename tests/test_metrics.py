@@ -142,6 +142,24 @@ def test_custom_image_scores():
     with pytest.raises(MetricError, match="NaN/inf"): evaluate(masks, maps, np.full(16, np.nan))
 
 
+def test_image_labels_given_by_the_dataset():
+    "A defective image whose resized mask lost its defect stays defective when the dataset's labels are passed."
+    masks, maps = make_category(np.random.default_rng(2))
+    labels = masks.any((1, 2))
+    scores = maps.max((1, 2))
+    lost = np.flatnonzero(labels)[0]
+    emptied = masks.copy(); emptied[lost] = False                                  # the defect vanished in resizing
+    assert evaluate(emptied, maps, labels=labels)["i_auroc"] == evaluate(masks, maps)["i_auroc"]
+    assert abs(evaluate(emptied, maps, labels=labels)["i_auroc"] - roc_auc_score(labels, scores)) < 1e-12
+    assert evaluate(emptied, maps)["i_auroc"] != evaluate(masks, maps)["i_auroc"]  # read off the masks, it counts as good
+    assert evaluate(emptied, maps, labels=labels)["p_auroc"] == evaluate(emptied, maps)["p_auroc"]   # pixels: the masks
+    with pytest.raises(MetricError, match="16 image labels for 3 maps"): evaluate(masks[:3], maps[:3], labels=labels)
+    with pytest.raises(MetricError, match="image labels must be 0 or 1: image 4 has 2"): evaluate(masks, maps, labels=np.where(np.arange(16) == 4, 2, labels))
+    acc = MetricAccumulator()
+    acc.update(emptied[:8], maps[:8], labels=labels[:8]); acc.update(emptied[8:], maps[8:], labels=labels[8:])
+    assert acc.compute()["i_auroc"] == evaluate(masks, maps)["i_auroc"]
+
+
 def test_no_defective_image():
     masks, maps = make_category(np.random.default_rng(1))
     good = np.zeros_like(masks)
