@@ -78,7 +78,8 @@ def map_style(cfg) -> MapStyle:
     sigma = cfg.get("map_sigma", 4.0)
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < cfg.image_size:
         raise ValueError(f"map_sigma = {sigma!r}: the blur's sigma in pixels, a number from 0 (no blur) to below image_size")
-    return MapStyle(sigma=float(sigma), padding=cfg.map_blur_padding, align_corners=bool(cfg.map_align_corners))
+    try: return MapStyle(sigma=float(sigma), padding=cfg.map_blur_padding, align_corners=bool(cfg.map_align_corners))
+    except ValueError as e: raise ValueError(f"map_blur_padding: {e}") from None
 
 def _check_teacher_tag(cfg, key):
     "Stop on a `key` that names no timm model or no pretrained tag of one."

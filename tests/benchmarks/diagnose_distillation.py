@@ -6,7 +6,7 @@ Every figure is measured on VALIDATION data, two kinds, and no test split is rea
   draw:  the test split of a second, independent draw of the embedded benchmark (seed `--draw-seed`, 1): the same
          generator and defect kinds as the benchmark the tables use (seed 0), other images; a seeded 160 of them.
 
-One variant changes one thing against the cpu profile's RD (Lite0 ImageNet teacher tapped at strides 4/8/16,
+One variant changes one thing against the cpu profile's RD as it was before issue 16 ("base": Lite0 ImageNet teacher tapped at strides 4/8/16,
 bottleneck/decoder of one block per stage at the release's width proportions, 128 px, Adam lr 2e-3 batch 8,
 RD4AD's global cosine loss, map = sum of the three scales' 1 - cos blurred with sigma 4):
   (a) widths and depth, (b) tapped stages, (c) image size, (d) lr and batch, (e) training length (each run is
@@ -17,7 +17,7 @@ RD4AD's global cosine loss, map = sum of the three scales' 1 - cos blurred with 
 writes figures/distill_diagnosis_{curves,final,map}.{csv,md} and figures/distill_diagnosis_curves.png.
 """
 from __future__ import annotations
-import argparse, math, time
+import argparse, json, math, time
 from pathlib import Path
 
 import numpy as np, pandas as pd, torch
@@ -49,7 +49,7 @@ DISTANCES = dict(global_cos=cosine_distance, pixel_cos=cosine_distance, relative
 
 BASE = dict(strides=(4, 8, 16), width=1.0, blocks=1, size=128, lr=2e-3, batch=8, loss="global_cos", code_stride=32, sigma=4.0)
 VARIANTS = {                                          # name: what changes against BASE
-    "base (cpu profile)": {},
+    "base (cpu before #16)": {},
     "(a) width x2": dict(width=2.0),
     "(a) width x4": dict(width=4.0),
     "(a) release depth 3 / (3,4,6)": dict(blocks="release"),
@@ -161,6 +161,50 @@ def map_variants(model, val, cfg, cat, kind):
 STRIDE_NAMES = ("1/4", "1/8", "1/16")
 
 
+def run_cfrg(overrides: dict, cfg_name, root, draw_root, cat, log, every_epochs=2) -> list:
+    "CFRG as the runner trains it (profile `cfg_name` with `overrides`), scored on the draw validation set every `every_epochs` epochs."
+    from cad_nb.runner import make_teacher, run_method
+    import tempfile
+    with tempfile.TemporaryDirectory() as runs:
+        cfg = load_profile(cfg_name, run_dir=runs, **overrides)
+        train, vals = validation_sets(cfg, root, draw_root, cat, cfg.image_size)
+        res = run_method("CFRG", cfg, train, vals["synth"], make_teacher(cfg), f"diag_{cat}", progress=False,
+                         val_set=vals["draw"], track_every=every_epochs)
+    name = "CFRG " + (", ".join(f"{k}={v}" for k, v in overrides.items()) or f"({cfg_name} profile)")
+    rows = [dict(val="draw", category=cat, variant=name, step=p["step"], **{k: 100 * p[k] for k in METRICS}) for p in res["history"]["callback"]]
+    rows.append(dict(val="synth", category=cat, variant=name, step=rows[-1]["step"], **{k: 100 * v for k, v in res["metrics"].items()}))
+    log(f"{cat:14s} {name:30s} draw " + " ".join(f"{r['step']}:{r['p_auroc']:.1f}/{r['aupro']:.1f}" for r in rows[:-1]) +
+        f" | synth {rows[-1]['p_auroc']:.1f}/{rows[-1]['aupro']:.1f}")
+    return rows
+
+METRICS = ("i_auroc", "p_auroc", "p_ap", "aupro", "pro_3cad")
+
+
+def show_maps(cfg, root, draw_root, cat, steps, out, name):
+    "Per-scale 1 - cos maps of the cpu RD (lr 5e-3) beside PaDiM's map, on defective and normal draw-validation images."
+    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    train, vals = validation_sets(cfg, root, draw_root, cat, BASE["size"])
+    teacher = Teacher(cfg.cfrg_teacher, True)
+    ref = fit_padim(PaDiM(teacher, seed=cfg.seed, map_style=map_style(cfg)), train, 16)
+    torch.manual_seed(cfg.seed)
+    rd = ReverseDistillation(teacher, map_style=map_style(cfg), bottleneck_blocks=1, decoder_blocks=1)
+    step = lambda net, batch, device: dict(loss=global_cosine_loss(*(lambda o: (o["t"], o["r"]))(net(batch["image"]))))
+    fit(rd, step, train, epochs=math.ceil(steps / math.ceil(len(train) / 8)), batch_size=8, lr=5e-3, gamma=1.0, seed=cfg.seed, progress=False)
+    rd.eval(); ds = vals["draw"]
+    idx = [i for i, s in enumerate(ds.samples) if s.label][:3] + [i for i, s in enumerate(ds.samples) if not s.label][:2]
+    fig, ax = plt.subplots(len(idx), 6, figsize=(12, 2.2 * len(idx)), squeeze=False)
+    for r, i in enumerate(idx):
+        with torch.no_grad(): it = ds[i]; o = rd(it["image"][None])
+        per = [rd.map_style.upsample(cosine_distance(t, p), o["size"])[0, 0] for t, p in zip(o["t"], o["r"])]
+        panels = [it["image"].permute(1, 2, 0), it["mask"][0], *[p.detach() for p in per], ref.predict(it["image"][None])[0][0]]
+        for c, (img, title) in enumerate(zip(panels, ["image", "defect", "RD 1 - cos, 1/4", "RD 1/8", "RD 1/16", "PaDiM"])):
+            ax[r, c].imshow(img, cmap=None if c == 0 else "jet"); ax[r, c].set_xticks([]); ax[r, c].set_yticks([])
+            if r == 0: ax[r, c].set_title(title, fontsize=9)
+            if c >= 2: ax[r, c].set_xlabel(f"{float(img.min()):.2f} .. {float(img.max()):.2f}", fontsize=7)
+    fig.suptitle(f"{cat}, draw validation: each map on its own colour range (below it); RD {steps} steps", fontsize=9)
+    plt.tight_layout(); save_figure(fig, out, f"{name}_maps_{cat}")
+
+
 def plot_curves(curves, final, cats, out, name):
     "Mean validation P-AUROC and AUPRO of each variant against steps; PaDiM's references as horizontal lines."
     import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
@@ -189,6 +233,8 @@ def main(argv=None):
     p.add_argument("--padim-sigmas", nargs="+", type=float, default=[4.0], help="blur sigmas PaDiM's reference maps are scored with")
     p.add_argument("--padim-sizes", nargs="+", type=int, default=[BASE["size"]], help="image sizes PaDiM's references are fitted at")
     p.add_argument("--replot", action="store_true", help="only redraw the curves figure from the CSV files in --out")
+    p.add_argument("--cfrg", nargs="*", default=[], metavar="JSON", help='CFRG runs on the draw validation set, each a JSON dict of profile overrides (e.g. \'{"cfrg_lr": 0.005}\'; {} = the profile)')
+    p.add_argument("--show-maps", nargs="*", default=[], metavar="CATEGORY", help="also draw RD's per-scale maps beside PaDiM's for these categories")
     a = p.parse_args(argv)
     if a.replot:
         curves, final = pd.read_csv(Path(a.out) / f"{a.name}_curves.csv"), pd.read_csv(Path(a.out) / f"{a.name}_final.csv").set_index(["val", "variant"])
@@ -221,6 +267,8 @@ def main(argv=None):
             curves += rows
             if "draw" in vals_v: kinds += type_scores(model, vals_v["draw"], category=cat, variant=name)
             if name.startswith("base"): maps += [r for kind, ds in vals_v.items() for r in map_variants(model, ds, cfg, cat, kind)]
+        for overrides in a.cfrg: curves += run_cfrg(json.loads(overrides), a.profile, root, draw_root, cat, log)
+        if cat in a.show_maps: show_maps(cfg, root, draw_root, cat, a.steps, out, a.name)
         pd.DataFrame(curves).to_csv(out / f"{a.name}_curves_partial.csv", index=False)
     metrics = ["p_auroc", "aupro", "p_ap", "i_auroc"]
     note = (f"Validation data only (synth: {cfg.val_images} held-out normal training images per category, every other with a "
@@ -234,7 +282,7 @@ def main(argv=None):
     final["best P-AUROC step"] = best.groupby(["val", "variant"], sort=False).step.mean()
     for (kind, name), d in padim.groupby(["val", "variant"]): final.loc[(kind, name), metrics] = d[metrics].mean().values
     for kind in final.index.get_level_values(0).unique():
-        for m in metrics: final.loc[kind, f"{m} - base"] = (final.loc[kind, m] - final.loc[(kind, "base (cpu profile)"), m]).values if (kind, "base (cpu profile)") in final.index else np.nan
+        for m in metrics: final.loc[kind, f"{m} - base"] = (final.loc[kind, m] - final.loc[(kind, "base (cpu before #16)"), m]).values if (kind, "base (cpu before #16)") in final.index else np.nan
     final = final.sort_index(level=0, sort_remaining=False)
     save_table(final, out, f"{a.name}_final", ".1f", note + f" Mean over categories at the last step.")
     if kinds:
