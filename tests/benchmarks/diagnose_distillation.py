@@ -13,8 +13,9 @@ RD4AD's global cosine loss, map = sum of the three scales' 1 - cos blurred with 
   a curve: validation metrics every `--every` steps), the loss, and (f) the map's scales and blur, scored on the
   trained baseline model. PaDiM on the same features and the same validation images is the reference.
 
-    python tests/benchmarks/diagnose_distillation.py --categories Brick Camera_Cover --steps 600 --every 100
-writes figures/distill_diagnosis_{curves,final,map}.{csv,md} and figures/distill_diagnosis_curves.png.
+    python tests/benchmarks/diagnose_distillation.py --categories Brick Camera_Cover --steps 600 --every 100 --out figures/diagnosis
+writes <out>/<name>_{curves,final,map,kinds}.{csv,md} and <name>_curves.png (--name, default distill_diagnosis); the
+README's "Why RD and CFRG trailed PaDiM" lists the runs behind figures/diagnosis/.
 """
 from __future__ import annotations
 import argparse, json, math, time
@@ -227,7 +228,7 @@ def main(argv=None):
     p.add_argument("--profile", default="cpu"); p.add_argument("--categories", nargs="*")
     p.add_argument("--steps", type=int, default=600); p.add_argument("--every", type=int, default=100)
     p.add_argument("--variants", nargs="*", help="names (prefixes) of VARIANTS to run; default all")
-    p.add_argument("--threads", type=int, default=2); p.add_argument("--out", default="figures")
+    p.add_argument("--threads", type=int, default=2); p.add_argument("--out", default="figures/diagnosis")
     p.add_argument("--draw-seed", type=int, default=1, help="seed of the second benchmark draw (validation); -1: none")
     p.add_argument("--name", default="distill_diagnosis", help="file name stem of the outputs")
     p.add_argument("--padim-sigmas", nargs="+", type=float, default=[4.0], help="blur sigmas PaDiM's reference maps are scored with")
@@ -250,6 +251,7 @@ def main(argv=None):
     cats = a.categories or list_categories(root)
     names = [n for n in VARIANTS if not a.variants or any(n.startswith(v) for v in a.variants)]
     out, curves, maps, padim, teachers, kinds = Path(a.out), [], [], [], {}, []
+    out.mkdir(parents=True, exist_ok=True)
     log = lambda s: print(s, flush=True)
     for cat in cats:
         teacher = teachers.setdefault(BASE["strides"], Teacher(cfg.cfrg_teacher, True, strides=BASE["strides"]))
@@ -284,7 +286,7 @@ def main(argv=None):
     for kind in final.index.get_level_values(0).unique():
         for m in metrics: final.loc[kind, f"{m} - base"] = (final.loc[kind, m] - final.loc[(kind, "base (cpu before #16)"), m]).values if (kind, "base (cpu before #16)") in final.index else np.nan
     final = final.sort_index(level=0, sort_remaining=False)
-    save_table(final, out, f"{a.name}_final", ".1f", note + f" Mean over categories at the last step.")
+    save_table(final, out, f"{a.name}_final", ".1f", note + " Mean over categories at the last step.")
     if kinds:
         k = pd.DataFrame(kinds).pivot_table(index="kind", columns="variant", values="p_auroc", aggfunc="mean", sort=False)
         save_table(k, out, f"{a.name}_kinds", ".1f", note + " P-AUROC of each defect kind on the draw validation set "
