@@ -6,7 +6,7 @@ manifest, and keeps going when one notebook fails."""
 
 # %% ../nbs/99_reproduce.ipynb #01480130
 from __future__ import annotations
-import argparse, configparser, json, os, sys, time
+import argparse, configparser, json, os, re, sys, time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +17,8 @@ from .core import device_name, find_settings, get_device, git_commit, load_profi
 
 # %% auto #0
 __all__ = ['PATH_SETTINGS', 'has_parameters_cell', 'experiment_notebooks', 'package_dir', 'is_installed_settings', 'find_nbs_dir',
-           'run_notebook', 'save_documentation', 'write_run_settings', 'reproduce', 'add_reproduce_command',
-           'run_reproduce', 'main']
+           'run_notebook', 'strip_progress', 'quiet_outputs', 'save_documentation', 'write_run_settings', 'reproduce',
+           'add_reproduce_command', 'run_reproduce', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
 def has_parameters_cell(path) -> bool:
@@ -79,9 +79,24 @@ def run_notebook(nb_path, out_path, parameters: dict, progress_bar=True) -> dict
     return result
 
 # %% ../nbs/99_reproduce.ipynb #848a5c66
+_PROGRESS = re.compile(r"\d+%\|.*\|")                    # a tqdm bar: "35%|███▌      | 7/20 [...]"
+
+def strip_progress(text: str) -> str:
+    "`text` of a stderr stream without tqdm's progress-bar lines and the blank lines they leave."
+    return "".join(l for l in text.replace("\r", "\n").splitlines(keepends=True) if l.strip() and not _PROGRESS.search(l))
+
+def quiet_outputs(nb) -> nbformat.NotebookNode:
+    "`nb` with the progress bars taken out of its stderr outputs (an output left empty goes)."
+    for c in nb.cells:
+        if c.cell_type != "code": continue
+        for o in c.outputs:
+            if o.get("name") == "stderr": o.text = strip_progress(o.text)
+        c.outputs = [o for o in c.outputs if o.get("name") != "stderr" or o.text]
+    return nb
+
 def save_documentation(executed, target, note: str) -> Path:
-    "Copy the executed notebook over `target` with papermill's injected cell turned into a markdown `note`."
-    nb = nbformat.read(executed, as_version=4)
+    "Copy the executed notebook over `target` with papermill's injected cell turned into a markdown `note`, progress bars left out."
+    nb = quiet_outputs(nbformat.read(executed, as_version=4))
     for i, c in enumerate(nb.cells):
         if "injected-parameters" in c.metadata.get("tags", []): nb.cells[i] = nbformat.v4.new_markdown_cell(note, id=c.get("id"))
         keep = {k: v for k, v in c.metadata.items() if k == "tags" and "injected-parameters" not in v}
