@@ -80,10 +80,16 @@ def run_notebook(nb_path, out_path, parameters: dict, progress_bar=True) -> dict
 
 # %% ../nbs/99_reproduce.ipynb #848a5c66
 _PROGRESS = re.compile(r"\d+%\|.*\|")                    # a tqdm bar: "35%|███▌      | 7/20 [...]"
+_NO_WIDGETS = "TqdmWarning: IProgress not found"            # tqdm's note that it has no widgets (it names the install path)
 
 def strip_progress(text: str) -> str:
-    "`text` of a stderr stream without tqdm's progress-bar lines and the blank lines they leave."
-    return "".join(l for l in text.replace("\r", "\n").splitlines(keepends=True) if l.strip() and not _PROGRESS.search(l))
+    "`text` of a stderr stream without tqdm's progress bars, its no-widgets warning (and the source line it quotes), and blank lines."
+    kept, quoted = [], False
+    for line in text.replace("\r", "\n").splitlines(keepends=True):
+        skip = (quoted and line.startswith(" ")) or _NO_WIDGETS in line or _PROGRESS.search(line) or not line.strip()
+        quoted = _NO_WIDGETS in line
+        if not skip: kept.append(line)
+    return "".join(kept)
 
 def quiet_outputs(nb) -> nbformat.NotebookNode:
     "`nb` with the progress bars taken out of its stderr outputs (an output left empty goes)."

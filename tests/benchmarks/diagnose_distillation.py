@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np, pandas as pd, torch
 
-from cad_nb.baselines import PaDiM, ReverseDistillation, fit_padim
+from cad_nb.baselines import PaDiM, ReverseDistillation, fit_padim, rd_step
 from cad_nb.cfrg import MapStyle, Teacher, cosine_distance, global_cosine_loss
 from cad_nb.core import load_profile, save_table, save_figure
 from cad_nb.data import list_categories
 from cad_nb.metrics import evaluate
-from cad_nb.runner import category_datasets, map_style, split_validation
+from cad_nb.runner import category_datasets, map_style, score_set, split_validation
 from cad_nb.synthetic import benchmark_root
 from cad_nb.train import fit, predict
 
@@ -93,9 +93,8 @@ def type_scores(model, dataset, **extra) -> list:
 
 
 def score(model, dataset, cfg, **extra):
-    pred = predict(model, dataset, 16)
-    found = evaluate(pred["masks"], pred["maps"], pred["scores"], labels=pred["labels"], on_undefined="nan")
-    return {**extra, **{k: 100 * v for k, v in found.items()}}
+    "The runner's metrics of `model` on `dataset`, in %, with `extra` columns."
+    return {**extra, **{k: 100 * v for k, v in score_set(model, dataset, cfg)[1].items()}}
 
 def score_all(model, vals, cfg, **extra) -> list:
     "One row per validation set."
@@ -189,8 +188,7 @@ def show_maps(cfg, root, draw_root, cat, steps, out, name):
     ref = fit_padim(PaDiM(teacher, seed=cfg.seed, map_style=map_style(cfg)), train, 16)
     torch.manual_seed(cfg.seed)
     rd = ReverseDistillation(teacher, map_style=map_style(cfg), bottleneck_blocks=1, decoder_blocks=1)
-    step = lambda net, batch, device: dict(loss=global_cosine_loss(*(lambda o: (o["t"], o["r"]))(net(batch["image"]))))
-    fit(rd, step, train, epochs=math.ceil(steps / math.ceil(len(train) / 8)), batch_size=8, lr=5e-3, gamma=1.0, seed=cfg.seed, progress=False)
+    fit(rd, rd_step, train, epochs=math.ceil(steps / math.ceil(len(train) / 8)), batch_size=8, lr=5e-3, gamma=1.0, seed=cfg.seed, progress=False)
     rd.eval(); ds = vals["draw"]
     idx = [i for i, s in enumerate(ds.samples) if s.label][:3] + [i for i, s in enumerate(ds.samples) if not s.label][:2]
     fig, ax = plt.subplots(len(idx), 6, figsize=(12, 2.2 * len(idx)), squeeze=False)
