@@ -23,6 +23,7 @@ from .core import Profile, _typed, get_device, load_profile, seed_everything
 from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, list_categories, load_image, read_coco,
                          resize_image)
 from .reproduce import add_reproduce_command
+from . import public
 from .train import (autocast, cleanup_distributed, is_distributed, is_main_process, load_checkpoint,
                           run_signature, save_checkpoint, setup_distributed, unwrap)
 
@@ -32,7 +33,7 @@ __all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SE
            'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
            'train_multitask_run', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run',
            'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps', 'predict_image',
-           'cmd_predict', 'make_parser', 'main']
+           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -230,8 +231,7 @@ def train_anomaly(a, cfg, run_dir):
     "Train `a.method` on category `a.category` of `a.data_root` into `run_dir`: (model, record, loss history)."
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
-    train_set, _ = category_datasets(root, a.category, cfg.image_size, cfg.cfrg_max_train, cfg.cfrg_max_test,
-                                     cfg.seed, cfg.test_mask_resize)
+    train_set, _ = category_datasets(root, a.category, cfg.image_size, seed=cfg.seed)     # every training image
     teacher = make_teacher(cfg)
     record = run_record(a.method, cfg, root, a.category, teacher.weights, train_images=len(train_set))
     start_run(run_dir, record)
@@ -324,8 +324,8 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
     if record["category"] not in categories:
         raise CliError(f"--data-root {root}: no category {record['category']!r} (the run's); "
                        f"categories there: {categories}", 2)
-    _, test_set = category_datasets(root, record["category"], cfg.image_size, cfg.cfrg_max_train,
-                                    cfg.cfrg_max_test, cfg.seed, cfg.test_mask_resize)
+    _, test_set = category_datasets(root, record["category"], cfg.image_size, seed=cfg.seed,     # every test image
+                                    mask_resize=cfg.test_mask_resize)
     pred, metrics = score_set(model, test_set, cfg, device)         # image labels from the folders
     low, high = np.percentile(pred["maps"], [1, 99.9])
     return dict(metrics=metrics, threshold=f1_threshold(pred["labels"], pred["scores"]),
@@ -441,9 +441,32 @@ def cmd_predict(a, ap) -> int:
                        f"the others are in {out}", 1)
     return 0
 
+# %% ../nbs/09_cli.ipynb #41e647f6
+def cmd_data(a, ap) -> int:
+    "`cad-nb data list`, or `cad-nb data get NAME --out DIR [--from PATH] [--url URL ...]`."
+    if a.action == "list":
+        for spec in public.REGISTRY.values():
+            print(f"{spec.name}: {spec.title}; {spec.licence}; source {spec.sources[0].url}")
+        return 0
+    if a.from_ is not None and not Path(a.from_).is_dir(): raise CliError(f"--from {a.from_} is not a folder", 2)
+    public.get_dataset(a.name, a.out, a.from_, a.url)
+    return 0
+
+def add_data_command(sub):
+    "The `data` command and its `get` and `list` actions."
+    d = sub.add_parser("data", help="public datasets by name: fetch (or copy), check and convert for the methods")
+    actions = d.add_subparsers(dest="action", required=True)
+    g = actions.add_parser("get", help="prepare one dataset into --out")
+    g.add_argument("name", choices=list(public.REGISTRY), help="the dataset")
+    g.add_argument("--out", required=True, help="folder to prepare it in (it goes to OUT/NAME)")
+    g.add_argument("--from", dest="from_", metavar="PATH", help="a local copy instead of the public source")
+    g.add_argument("--url", action="append", default=[], help="replace the sources' URLs, in order (a mirror)")
+    actions.add_parser("list", help="the datasets, their licences and sources")
+    d.set_defaults(handler=cmd_data)
+
 # %% ../nbs/09_cli.ipynb #279f88f8
 def make_parser() -> argparse.ArgumentParser:
-    "The `cad-nb` parser: reproduce, train, test, predict."
+    "The `cad-nb` parser: reproduce, train, test, predict, data."
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
     sub = ap.add_subparsers(dest="command", required=True)
     add_reproduce_command(sub)
@@ -474,6 +497,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, help="image-score threshold (default: the one cad-nb test chose)")
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting)")
     p.set_defaults(handler=cmd_predict)
+    add_data_command(sub)
     return ap
 
 def _fail(message, code) -> int:

@@ -13,10 +13,10 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'MASK_RESIZE', 'DatasetError', 'Sample', 'detect_layout', 'list_categories',
-           'mask_path_for', 'read_category', 'load_image', 'image_size', 'load_mask', 'check_dataset', 'resize_mask',
-           'resize_image', 'AnomalyDataset', 'CocoSample', 'CocoSet', 'decode_segmentation', 'read_coco',
-           'CocoMultiTaskDataset', 'collate_multitask']
+__all__ = ['IMAGE_SUFFIXES', 'GOOD', 'TYPES_FILE', 'RAW_LAYOUTS', 'MASK_RESIZE', 'DatasetError', 'Sample', 'detect_layout',
+           'raw_layout_hint', 'list_categories', 'mask_path_for', 'read_category', 'load_image', 'image_size',
+           'load_mask', 'check_dataset', 'resize_mask', 'resize_image', 'AnomalyDataset', 'CocoSample', 'CocoSet',
+           'decode_segmentation', 'read_coco', 'CocoMultiTaskDataset', 'collate_multitask']
 
 # %% ../nbs/01_data.ipynb #e7967989
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -54,12 +54,22 @@ def detect_layout(category_dir) -> str:
     if n_suffixed == 0: return "3cad"
     raise DatasetError(f"layout not recognised: {gt} mixes masks named '<stem>_mask' (MVTec AD) and '<stem>' (3CAD)")
 
+RAW_LAYOUTS = {"MT_Free/Imgs": "mtd", "data.yaml": "car_damage", "images/banded": "dtd"}
+
+def raw_layout_hint(root) -> str:
+    "'; it looks like ...' naming the `cad-nb data get` that converts `root`, when it is a raw public dataset."
+    for marker, name in RAW_LAYOUTS.items():
+        if any((d / marker).exists() for d in (Path(root), *Path(root).glob("*"))):
+            return f"; it looks like the raw {name} dataset: convert it with `cad-nb data get {name} --from {root} --out DIR`"
+    return ""
+
 def list_categories(root) -> list[str]:
     "Names of the category folders (those with train/ or test/) under `root`."
     root = Path(root)
     if not root.is_dir(): raise DatasetError(f"dataset root not found: {root}")
     cats = sorted(d.name for d in root.iterdir() if d.is_dir() and ((d/"train").is_dir() or (d/"test").is_dir()))
-    if not cats: raise DatasetError(f"no categories in {root}: expected <root>/<Category>/train|test/... (3CAD or MVTec AD layout)")
+    if not cats: raise DatasetError(f"no categories in {root}: expected <root>/<Category>/train|test/... "
+                                    f"(3CAD or MVTec AD layout){raw_layout_hint(root)}")
     return cats
 
 # %% ../nbs/01_data.ipynb #dd8af7ab
@@ -125,7 +135,8 @@ def load_mask(path, expected_hw=None) -> np.ndarray:
     values = np.unique(m)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
         shown = values[:8].tolist() + (["..."] if len(values) > 8 else [])
-        raise DatasetError(f"mask {path} has values {shown}; expected only 0/1 or 0/255")
+        raise DatasetError(f"mask {path} has values {shown}; expected only 0/1 or 0/255 (a resampled mask: "
+                           "binarise it, e.g. value > 127 as `cad-nb data get mtd` does)")
     return m > 0
 
 # %% ../nbs/01_data.ipynb #5e941a46

@@ -291,10 +291,13 @@ def fit_destseg(model: DeSTSeg, dataset, *, phase1_steps=1000, phase2_steps=4000
             bar.set_postfix(phase=phase, loss=f"{values['loss']:.3f}")
         history["step"] += records
         history["epoch"].append(_epoch_means(records, epoch))
+        stop = False
         if callback is not None and (tracked := callback(epoch, model)) is not None:
+            stop = bool(tracked.pop("stop", False))                           # early stopping
             history.setdefault("callback", []).append(dict(epoch=epoch, step=step, **tracked))
         if checkpoint is not None:
             save_checkpoint(checkpoint, model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
                             scaler=scaler.state_dict(), epoch=epoch, step=step, history=history, signature=sig)
+        if stop: break
     bar.close()
     return history

@@ -14,17 +14,35 @@ from pathlib import Path
 import nbformat
 
 from .core import device_name, find_settings, get_device, git_commit, load_profile
+from .public import RECORD, get_spec
 
 # %% auto #0
-__all__ = ['PATH_SETTINGS', 'has_parameters_cell', 'experiment_notebooks', 'package_dir', 'is_installed_settings', 'find_nbs_dir',
-           'run_notebook', 'strip_progress', 'quiet_outputs', 'save_documentation', 'write_run_settings', 'reproduce',
-           'add_reproduce_command', 'run_reproduce', 'main']
+__all__ = ['PATH_SETTINGS', 'has_parameters_cell', 'needed_datasets', 'missing_datasets', 'skip_line', 'experiment_notebooks',
+           'package_dir', 'is_installed_settings', 'find_nbs_dir', 'run_notebook', 'strip_progress', 'quiet_outputs',
+           'save_documentation', 'write_run_settings', 'reproduce', 'add_reproduce_command', 'run_reproduce', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
 def has_parameters_cell(path) -> bool:
     "True if the notebook at `path` has a cell tagged `parameters`."
     nb = nbformat.read(path, as_version=4)
     return any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+
+def needed_datasets(path) -> list[str]:
+    "The public datasets a notebook needs: the tags `needs:NAME` of its parameters cell."
+    nb = nbformat.read(path, as_version=4)
+    tags = [t for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []) for t in c.metadata.tags]
+    return [t.split(":", 1)[1] for t in tags if t.startswith("needs:")]
+
+def missing_datasets(names, real_data_root) -> list[str]:
+    "Those of `names` that `cad-nb data get` has not prepared under `real_data_root`."
+    root = Path(real_data_root) if real_data_root else None
+    return [n for n in names if root is None or not (root / get_spec(n).folder / RECORD).is_file()]
+
+def skip_line(name, missing) -> str:
+    "The one line saying a real-data notebook was skipped, and the commands that would let it run."
+    gets = "; ".join(f"cad-nb data get {n} --out DIR" for n in missing)
+    return (f"{name}: skipped, no prepared {', '.join(missing)}: run `{gets}`, then `cad-nb reproduce --real-data DIR` "
+            "(or set real_data_root = DIR in settings.ini)")
 
 def experiment_notebooks(nbs_dir, only=None) -> list[Path]:
     "The experiment notebooks of `nbs_dir` in file order, optionally restricted to the names in `only`."
@@ -123,7 +141,7 @@ def _ini_value(v) -> str:
     if isinstance(v, list): return ", ".join(_ini_value(x) for x in v)
     return str(v)
 
-PATH_SETTINGS = ("data_root", "cache_dir", "out_dir", "run_dir", "cfrg_teacher_weights", "cfrg_dtd_root")
+PATH_SETTINGS = ("data_root", "cache_dir", "out_dir", "run_dir", "cfrg_teacher_weights", "cfrg_dtd_root", "real_data_root")
 
 def _under(work, value) -> Path:
     "A path setting taken from folder `work` (an absolute one unchanged)."
@@ -142,12 +160,14 @@ def write_run_settings(cfg, work, out_dir, path) -> Path:
     return path
 
 def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=None, nbs_dir=None,
-              progress_bar=True, log=print, jobs=1, save_notebooks=False, out=None) -> dict:
-    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out` or the profile's out_dir)."
+              progress_bar=True, log=print, jobs=1, save_notebooks=False, out=None, real_data=None) -> dict:
+    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out` or the profile's out_dir). Real-data notebooks run when `real_data` (or the profile's real_data_root) holds what they need, else are skipped in one line."
     from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
     data_root = str(Path(data_root).resolve()) if data_root else None
-    cfg = load_profile(profile, settings, data_root=data_root, device=device)
+    real_data = str(Path(real_data).resolve()) if real_data else None
+    cfg = load_profile(profile, settings, data_root=data_root, device=device, real_data_root=real_data)
+    real_root = cfg.path("real_data_root") if cfg.get("real_data_root") else None
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)
     notebooks = experiment_notebooks(nbs_dir, only)
     work = Path.cwd() if is_installed_settings(settings) else cfg.base        # never write into the installed package
@@ -161,12 +181,22 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
     if out or work != cfg.base: settings_env = str(write_run_settings(cfg, work, out_dir, executed_dir / "settings.ini"))
     manifest = dict(profile=cfg.name, device=device_name(get_device(device)), commit=git_commit(cfg.base),
                     data_root=params["data_root"] or f"embedded benchmark ({cfg.benchmark})", jobs=jobs,
+                    real_data_root=os.path.relpath(real_root, work) if real_root else None,
                     started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     last_run=[nb.stem for nb in notebooks], notebooks=dict(old))
     lock, order = Lock(), _lanes_order(notebooks, old, jobs)
     def one(i, nb):
+        needs = needed_datasets(nb)
+        missing = missing_datasets(needs, real_root)
+        if missing:
+            log(skip_line(nb.stem, missing))
+            with lock:
+                manifest["notebooks"][nb.stem] = dict(status="skipped", missing=missing, commit=manifest["commit"])
+                manifest_path.write_text(json.dumps(manifest, indent=2))
+            return
         log(f"[{i}/{len(order)}] {nb.name} (profile {cfg.name})")
-        res = run_notebook(nb, executed_dir / nb.name, params, progress_bar and jobs == 1)
+        run_params = dict(params, real_data_root=str(real_root)) if needs else params
+        res = run_notebook(nb, executed_dir / nb.name, run_params, progress_bar and jobs == 1)
         res.update(executed=os.path.relpath(res["executed"], work), commit=manifest["commit"])
         if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
         else:
@@ -192,6 +222,7 @@ def add_reproduce_command(sub):
     r.add_argument("--profile", default="cpu", help="profile of settings.ini: smoke, cpu or paper (default cpu)")
     r.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (e.g. 03_stats or stats)")
     r.add_argument("--data-root", help="a 3CAD or MVTec AD folder instead of the embedded benchmark")
+    r.add_argument("--real-data", metavar="DIR", help="folder of the datasets `cad-nb data get` prepared (the real-data notebooks)")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--settings", help="settings.ini to use (default: found from the current folder)")
     r.add_argument("--out", help="folder for the tables and figures (default: the profile's out_dir)")
@@ -210,14 +241,18 @@ def run_reproduce(a, ap) -> int:
     except KeyError as e: ap.error(f"--profile {a.profile}: {e.args[0]}")
     except FileNotFoundError as e: ap.error(f"--settings: {e}")
     if a.data_root and not Path(a.data_root).is_dir(): ap.error(f"--data-root {a.data_root} is not a folder")
+    if a.real_data and not Path(a.real_data).is_dir(): ap.error(f"--real-data {a.real_data} is not a folder")
     if a.jobs < 1: ap.error(f"--jobs {a.jobs} must be at least 1")
     try: experiment_notebooks(find_nbs_dir(a.settings), a.only)
     except ValueError as e: ap.error(f"--only: {e}")
-    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks, out=a.out)
+    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks, out=a.out,
+                         real_data=a.real_data)
     ran = {k: manifest["notebooks"][k] for k in manifest["last_run"]}
-    failed = {k: v for k, v in ran.items() if v["status"] != "ok"}
+    failed = {k: v for k, v in ran.items() if v["status"] == "failed"}
+    skipped = [k for k, v in ran.items() if v["status"] == "skipped"]
     where = a.out or "the profile's out_dir"
-    print(f"{len(ran) - len(failed)} notebooks ok, {len(failed)} failed; manifest in {where}")
+    print(f"{len(ran) - len(failed) - len(skipped)} notebooks ok, {len(failed)} failed, {len(skipped)} skipped "
+          f"(no real data); manifest in {where}")
     for k, v in failed.items(): print(f"  {k}: cell {v['cell']} ({v.get('source', '')!r}): {v['error']}")
     return 1 if failed else 0
 

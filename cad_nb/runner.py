@@ -25,7 +25,8 @@ from .train import fit, predict
 
 # %% auto #0
 __all__ = ['METHODS', 'category_datasets', 'split_validation', 'texture_root', 'synthesizer', 'map_style', 'check_profile',
-           'make_teacher', 'build_method', 'method_epochs', 'train_method', 'score_set', 'run_method']
+           'make_teacher', 'build_method', 'method_epochs', 'train_method', 'score_set', 'val_score',
+           'ValidationTracker', 'run_method']
 
 # %% ../nbs/13_runner.ipynb #1f83c259
 METHODS = ("CFRG", "RD", "PaDiM", "DeSTSeg")
@@ -154,23 +155,53 @@ def score_set(model, dataset, cfg, device="cpu") -> tuple:
     pred = predict(model, dataset, cfg.batch_size, device, cfg.cfrg_workers)
     return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan", labels=pred["labels"])
 
-def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
-               progress=True, val_set=None, track_every=0, **options) -> dict:
-    "Train (or fit) method `name`, score `test_set`; dict(metrics, val_metrics, pred, history, train_s, test_s). A `val_set` is scored at the end (`val_metrics`) and, with `track_every`, every that many epochs (history['callback'])."
-    if track_every and val_set is None: raise ValueError("track_every needs val_set: training curves are scored on validation data, never on the test split")
-    t0, tracked = time.time(), []
-    def validate(model):                                      # not counted in train_s
-        t = time.time(); found = score_set(model, val_set, cfg, device)[1]; tracked.append(time.time() - t)
+def val_score(metrics: dict) -> float:
+    "What model selection maximises on validation data: the mean of I-AUROC, P-AUROC and AUPRO."
+    return float(np.nanmean([metrics["i_auroc"], metrics["p_auroc"], metrics["aupro"]]))
+
+class ValidationTracker:
+    "A training callback: `score(model)` every `every` epochs; with `patience`, the best state kept and a stop after `patience` scores without a gain."
+    def __init__(self, score, every=1, patience=0):
+        self.score, self.every, self.patience = score, every, patience
+        self.best, self.best_epoch, self.state, self.stale, self.seconds = -np.inf, None, None, 0, 0.0
+    def validate(self, model) -> dict:
+        "The validation metrics of `model` (their time is kept apart from training's)."
+        t = time.time()
+        found = self.score(model)
+        self.seconds += time.time() - t
         return found
-    track = lambda epoch, model: validate(model) if track_every and (epoch + 1) % track_every == 0 else None
-    checkpoint = cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt"
-    model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=track, **options)
+    def __call__(self, epoch, model):
+        if not self.every or (epoch + 1) % self.every: return None
+        found = self.validate(model)
+        if not self.patience: return found
+        if val_score(found) > self.best:
+            self.best, self.best_epoch, self.stale = val_score(found), epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else: self.stale += 1
+        return dict(found, stop=self.stale >= self.patience)
+
+def _metrics_of(point: dict) -> dict: return {k: v for k, v in point.items() if k not in ("epoch", "step")}
+
+def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
+               progress=True, val_set=None, track_every=0, patience=0, **options) -> dict:
+    "Train (or fit) method `name`, score `test_set`; dict(metrics, val_metrics, pred, history, train_s, test_s, best_epoch). A `val_set` is scored at the end (`val_metrics`) and, with `track_every`, every that many epochs (history['callback']); with `patience`, the best epoch on validation is the one tested."
+    if track_every and val_set is None: raise ValueError("track_every needs val_set: training curves are scored on validation data, never on the test split")
+    if patience and not track_every: raise ValueError("patience needs track_every: the best epoch is chosen on validation scores")
+    t0 = time.time()
+    tracker = ValidationTracker(lambda m: score_set(m, val_set, cfg, device)[1], track_every, patience)
+    checkpoint = None if patience else cfg.path("run_dir") / "cfrg" / f"{run_name}_{settings_digest(cfg)}.pt"   # a selection run does not resume
+    model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name,
+                                  callback=tracker, **options)
     val_metrics, points = None, (history or {}).get("callback", [])
-    if val_set is not None:
+    if tracker.state is not None:                                              # the best epoch on validation
+        model.load_state_dict(tracker.state)
+        val_metrics = _metrics_of(next(p for p in points if p["epoch"] == tracker.best_epoch))
+    elif val_set is not None:
         done = bool(points) and points[-1]["step"] == len(history["step"])       # the last epoch was scored already
-        val_metrics = {k: v for k, v in points[-1].items() if k not in ("epoch", "step")} if done else validate(model)
+        val_metrics = _metrics_of(points[-1]) if done else tracker.validate(model)
         if track_every and history is not None and not done:
             history.setdefault("callback", []).append(dict(epoch=history["epoch"][-1]["epoch"], step=len(history["step"]), **val_metrics))
     t1 = time.time()
     pred, metrics = score_set(model, test_set, cfg, device)
-    return dict(metrics=metrics, val_metrics=val_metrics, pred=pred, history=history, train_s=t1 - t0 - sum(tracked), test_s=time.time() - t1)
+    return dict(metrics=metrics, val_metrics=val_metrics, pred=pred, history=history, train_s=t1 - t0 - tracker.seconds,
+                test_s=time.time() - t1, best_epoch=tracker.best_epoch)

@@ -173,12 +173,15 @@ def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
         sched.step()
         history["epoch"].append(dict(epoch=epoch, lr=opt.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}))
+        stop = False
         if callback is not None and is_main_process() and (found := callback(epoch, unwrap(model))) is not None:
+            stop = bool(found.pop("stop", False))                             # early stopping (one process)
             history.setdefault("callback", []).append(dict(epoch=epoch, step=len(history["step"]), **found))
         if checkpoint is not None and is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                             scaler=scaler.state_dict(), epoch=epoch, history=history, signature=sig)
         if is_distributed(): dist.barrier()
+        if stop: break
     return history
 
 # %% ../nbs/08_train.ipynb #75f32469
