@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: reproduce test export sync-check pytest nbtest clean-nbs venv
+.PHONY: reproduce real-data test export sync-check pytest nbtest clean-nbs venv
 
 venv: $(STAMP)
 
@@ -17,11 +17,22 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 JOBS ?= 2
+REAL_DATA ?= .cache/real
+SHARED ?= ../shared/datasets
+
+## The real datasets of notebooks 22 and 32, prepared into REAL_DATA by `cad-nb data get`: from local copies under
+## SHARED when they are there, else from their public sources (network).
+real-data: $(STAMP)
+	$(BIN)/cad-nb data get mtd --out $(REAL_DATA) $(if $(wildcard $(SHARED)/magnetic_tile),--from $(SHARED)/magnetic_tile)
+	$(BIN)/cad-nb data get car_damage --out $(REAL_DATA) $(if $(wildcard $(SHARED)/car_damage),--from $(SHARED)/car_damage)
+	$(BIN)/cad-nb data get dtd --out $(REAL_DATA) $(if $(wildcard $(SHARED)/dtd_subset),--from $(SHARED)/dtd_subset)
 
 ## The main job: regenerate every table and figure into figures/ (profile cpu by default), two notebooks side by
-## side; the executed experiment notebooks replace those in nbs/ as their documentation.
+## side; the executed experiment notebooks replace those in nbs/ as their documentation. The real-data notebooks
+## run when REAL_DATA holds what `make real-data` prepares, and are skipped (one line each) otherwise.
 reproduce: $(STAMP)
-	$(BIN)/cad-nb reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(filter cpu,$(PROFILE)),--save-notebooks)
+	$(BIN)/cad-nb reproduce --profile $(PROFILE) --jobs $(JOBS) $(if $(filter cpu,$(PROFILE)),--save-notebooks) \
+	  $(if $(wildcard $(REAL_DATA)),--real-data $(REAL_DATA))
 
 ## Everything CI checks.
 test: $(STAMP) sync-check pytest nbtest

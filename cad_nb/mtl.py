@@ -28,7 +28,7 @@ __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone',
            'detection_loss', 'segmentation_loss', 'decode_detections', 'classification_metrics', 'detection_map',
            'segmentation_metrics', 'few_shot_classes', 'RareClassAugmentation', 'task_datasets', 'infinite_loader',
            'lr_at', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label', 'experiment_data',
-           'run_experiment']
+           'tasks_per_step', 'steps_for_images', 'run_experiment']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
@@ -395,17 +395,26 @@ def experiment_data(cfg, root) -> dict:
     return dict(train=train, val=val, test=test, rare=rare, n_classes=len(train.class_names) - 1,
                 train_sets=task_datasets(train, S, aug), val_sets=task_datasets(val, S), test_set=CocoMultiTaskDataset(test.samples, S))
 
+def tasks_per_step(tasks=TASKS, scheduler=None) -> int:
+    "Task batches through the backbone per step: the scheduler's two of three, else every task trained."
+    return min(2, len(tasks)) if scheduler else len(tasks)
+
+def steps_for_images(images: int, batch_size: int, tasks=TASKS, scheduler=None) -> int:
+    "Optimiser steps that put `images` training images through the backbone (equal compute across task mixes)."
+    return max(1, images // (batch_size * tasks_per_step(tasks, scheduler)))
+
 def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=None, tasks=TASKS, seed=0, device="cpu",
-                   by_domain=False, progress=False) -> dict:
-    "Train configuration `method` (or read it back from its checkpoint) and evaluate it on the test split."
+                   by_domain=False, progress=False, steps=None) -> dict:
+    "Train configuration `method` for `steps` (default `mtl_steps`), or read it back from its checkpoint, and evaluate it on the test split."
+    steps = steps or cfg.mtl_steps
     import pandas as pd
     seed_everything(seed)
     model = profile_model(cfg, backbone, data["n_classes"])
     sched = TaskScheduler(len(TASKS), scheduler, sizes=[len(data["train_sets"][t]) for t in TASKS], tasks_per_step=2) if scheduler else None
-    name = f"mtl_{backbone}_{method.replace(' ', '_').replace('+', 'plus')}_s{seed}_{settings_digest(cfg)}.pt"
+    name = f"mtl_{backbone}_{method.replace(' ', '_').replace('+', 'plus')}_s{seed}_n{steps}_{settings_digest(cfg)}.pt"
     t0 = time.time()
     r = train_multitask(model, data["train_sets"], data["val_sets"], weighting=weighting, scheduler=sched, tasks=tasks,
-                        steps=cfg.mtl_steps, batch_size=cfg.mtl_batch_size, lr=cfg.mtl_lr, device=device,
+                        steps=steps, batch_size=cfg.mtl_batch_size, lr=cfg.mtl_lr, device=device,
                         update_interval=cfg.mtl_update_interval, seed=seed, checkpoint=cfg.path("run_dir") / name, progress=progress,
                         coba_kwargs=dict(warmup_steps=cfg.mtl_coba_warmup, history_length=cfg.mtl_coba_history) if weighting == "coba" else None)
     preds = predict(model, data["test_set"], device)

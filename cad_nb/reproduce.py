@@ -18,8 +18,9 @@ from .public import RECORD, get_spec
 
 # %% auto #0
 __all__ = ['PATH_SETTINGS', 'has_parameters_cell', 'needed_datasets', 'missing_datasets', 'skip_line', 'experiment_notebooks',
-           'package_dir', 'is_installed_settings', 'find_nbs_dir', 'run_notebook', 'strip_progress', 'quiet_outputs',
-           'save_documentation', 'write_run_settings', 'reproduce', 'add_reproduce_command', 'run_reproduce', 'main']
+           'package_dir', 'is_installed_settings', 'find_nbs_dir', 'run_notebook', 'strip_progress', 'relative_paths',
+           'quiet_outputs', 'save_documentation', 'write_run_settings', 'reproduce', 'add_reproduce_command',
+           'run_reproduce', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
 def has_parameters_cell(path) -> bool:
@@ -109,18 +110,25 @@ def strip_progress(text: str) -> str:
         if not skip: kept.append(line)
     return "".join(kept)
 
-def quiet_outputs(nb) -> nbformat.NotebookNode:
-    "`nb` with the progress bars taken out of its stderr outputs (an output left empty goes)."
+def relative_paths(text: str, roots: dict) -> str:
+    "`text` with each folder of `roots` (absolute path -> short name) written short: no machine paths in saved outputs."
+    for folder in sorted(roots, key=lambda f: -len(str(f))):
+        text = text.replace(str(folder).rstrip("/") + "/", roots[folder] + "/")
+    return text
+
+def quiet_outputs(nb, roots=None) -> nbformat.NotebookNode:
+    "`nb` with the progress bars taken out of its stderr outputs (an output left empty goes), the folders of `roots` written short."
     for c in nb.cells:
         if c.cell_type != "code": continue
         for o in c.outputs:
             if o.get("name") == "stderr": o.text = strip_progress(o.text)
+            if o.get("output_type") == "stream" and roots: o.text = relative_paths(o.text, roots)
         c.outputs = [o for o in c.outputs if o.get("name") != "stderr" or o.text]
     return nb
 
-def save_documentation(executed, target, note: str) -> Path:
-    "Copy the executed notebook over `target` with papermill's injected cell turned into a markdown `note`, progress bars left out."
-    nb = quiet_outputs(nbformat.read(executed, as_version=4))
+def save_documentation(executed, target, note: str, roots=None) -> Path:
+    "Copy the executed notebook over `target` with papermill's injected cell turned into a markdown `note`, progress bars left out, `roots` written short."
+    nb = quiet_outputs(nbformat.read(executed, as_version=4), roots)
     for i, c in enumerate(nb.cells):
         if "injected-parameters" in c.metadata.get("tags", []): nb.cells[i] = nbformat.v4.new_markdown_cell(note, id=c.get("id"))
         keep = {k: v for k, v in c.metadata.items() if k == "tags" and "injected-parameters" not in v}
@@ -202,9 +210,11 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
         else:
             log(f"done {nb.name} in {res['seconds']} s")
             if save_notebooks:
-                save_documentation(executed_dir / nb.name, nb, f"*This copy carries the outputs of `cad-nb reproduce --profile {cfg.name}` "
-                                   f"(commit {manifest['commit']}, {manifest['device']}, {res['seconds']:.0f} s); the parameters cell "
-                                   "above keeps the smoke defaults that the tests run.*")
+                note = (f"*This copy carries the outputs of `cad-nb reproduce --profile {cfg.name}` (commit {manifest['commit']}, "
+                        f"{manifest['device']}, {res['seconds']:.0f} s); the parameters cell above keeps the smoke defaults "
+                        "that the tests run.*")
+                roots = {str(package_dir().resolve()): "cad_nb", str(work): "."}     # no machine paths in the saved copy
+                save_documentation(executed_dir / nb.name, nb, note, roots)
         with lock:
             manifest["notebooks"][nb.stem] = res
             manifest_path.write_text(json.dumps(manifest, indent=2))

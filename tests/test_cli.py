@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from cad_nb.cli import main
-from cad_nb.data import list_categories
+from cad_nb.data import list_categories, read_category
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--profile", "smoke", "--set", "pretrained=false", "--quiet"]     # random teacher: nothing is downloaded
@@ -277,3 +277,15 @@ def test_test_labels_come_from_the_folders_not_the_resized_masks(smoke_benchmark
     assert np.isfinite(result["metrics"]["i_auroc"])          # labels read off the emptied masks: every image "good", I-AUROC undefined
     assert result["threshold"] is not None                    # both classes present
     assert result["metrics"]["p_auroc"] is None               # the pixel metrics do see no defect pixel (NaN, written as null)
+
+
+def test_benchmark_subsampling_never_applies_to_a_users_folder(smoke_benchmark, tmp_path):
+    "cfrg_max_train / cfrg_max_test budget the benchmark notebooks; `cad-nb` trains on and scores every image."
+    out, category = tmp_path / "rd", list_categories(smoke_benchmark)[0]
+    code, _, err = cli(*train_args(smoke_benchmark, out, "--set", "cfrg_max_train=2", "--set", "cfrg_max_test=2"))
+    assert code == 0, err
+    code, _, err = cli("test", "--run", out)
+    assert code == 0, err
+    samples = read_category(smoke_benchmark, category)
+    assert json.loads((out / "run.json").read_text())["train_images"] == sum(s.split == "train" for s in samples)
+    assert json.loads((out / "metrics.json").read_text())["test_images"] == sum(s.split == "test" for s in samples)
