@@ -71,8 +71,9 @@ def texture_root(cfg) -> Path | None:
     return cfg.path("cfrg_dtd_root")
 
 def synthesizer(cfg, texture_choice=None) -> AnomalySynthesizer:
-    "The profile's anomaly synthesis: its textures (`cfrg_textures`), chosen per `texture_choice` (default `cfrg_texture_choice`)."
-    return AnomalySynthesizer(texture_root(cfg), texture_choice=texture_choice or cfg.cfrg_texture_choice)
+    "The profile's anomaly synthesis: its textures (`cfrg_textures`), chosen per `texture_choice` (default `cfrg_texture_choice`), grey with `cfrg_texture_gray`."
+    return AnomalySynthesizer(texture_root(cfg), texture_choice=texture_choice or cfg.cfrg_texture_choice,
+                              gray=bool(cfg.get("cfrg_texture_gray", False)))
 
 def map_style(cfg) -> MapStyle:
     "How CFRG, RD and PaDiM make their maps in this profile (`map_sigma`, `map_blur_padding`, `map_align_corners`)."

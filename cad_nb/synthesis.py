@@ -152,12 +152,12 @@ TEXTURE_CHOICES = ("random", "per-image")
 class AnomalySynthesizer:
     "Training anomalies: a Perlin-noise mask filled with a texture blended into the image (DRAEM / DeSTSeg / CFRG)."
     def __init__(self, dtd_root=None, beta_range=(0.0, 0.8), exponents=(0, 5), max_rotation=90.0, threshold=0.5,
-                 texture_choice="random"):
+                 texture_choice="random", gray=False):
         if texture_choice not in TEXTURE_CHOICES:
             raise ValueError(f"unknown texture_choice {texture_choice!r}; choose one of {TEXTURE_CHOICES}")
         self.textures = TextureSource(dtd_root)
         self.beta_range, self.exponents, self.max_rotation, self.threshold = beta_range, exponents, max_rotation, threshold
-        self.texture_choice = texture_choice
+        self.texture_choice, self.gray = texture_choice, gray          # gray: textures as luminance (for grey products)
 
     def batch(self, images: torch.Tensor, generator, index=None) -> tuple[torch.Tensor, torch.Tensor]:
         "Anomalous B x 3 x H x W batch in [0, 1] and masks B x 1 x H x W (float 0/1); `index`: per-image indices."
@@ -173,6 +173,7 @@ class AnomalySynthesizer:
         beta = (lo + (hi - lo) * uniform(generator, n)).to(images.device, images.dtype)[:, None, None, None]
         textures = torch.from_numpy(np.stack([self.textures.get(i, h, w) for i in chosen])).to(images.device)
         textures = textures.permute(0, 3, 1, 2).to(images.dtype) / 255
+        if self.gray: textures = textures.mean(1, keepdim=True).expand_as(textures)
         m = masks[:, None].to(images.dtype)
         return images * (1 - m) + (1 - beta) * textures * m + beta * images * m, m
 
