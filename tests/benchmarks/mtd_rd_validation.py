@@ -2,8 +2,8 @@
 (30 epochs, lr 5e-3) suit MTD's 761 training images? Scored on 40 held-out defect-free training images, every
 other with a synthesised anomaly (never the test split).
 
-    python tests/benchmarks/mtd_layout.py ../shared/datasets/magnetic_tile /tmp/mtd
-    python tests/benchmarks/mtd_rd_validation.py /tmp/mtd --every 2
+    cad-nb data get mtd --from ../shared/datasets/magnetic_tile --out /tmp/real
+    python tests/benchmarks/mtd_rd_validation.py /tmp/real/mtd --every 2
 """
 import argparse, tempfile
 
