@@ -207,6 +207,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cad_nb.data._defect_types': ('data.html#_defect_types', 'cad_nb/data.py'),
                              'cad_nb.data._images': ('data.html#_images', 'cad_nb/data.py'),
                              'cad_nb.data._load_json': ('data.html#_load_json', 'cad_nb/data.py'),
+                             'cad_nb.data._rgb': ('data.html#_rgb', 'cad_nb/data.py'),
                              'cad_nb.data._samples_collecting_missing': ('data.html#_samples_collecting_missing', 'cad_nb/data.py'),
                              'cad_nb.data.check_dataset': ('data.html#check_dataset', 'cad_nb/data.py'),
                              'cad_nb.data.collate_multitask': ('data.html#collate_multitask', 'cad_nb/data.py'),

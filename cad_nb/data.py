@@ -109,10 +109,20 @@ def read_category(root, category: str, layout: str | None = None) -> list[Sample
     return samples
 
 # %% ../nbs/01_data.ipynb #0444e560
+def _rgb(im, path) -> np.ndarray:
+    "H x W x 3 uint8 of a PIL image: 16-bit grey scaled to 8 bits (x / 257), not clipped to white; float pixels refused."
+    if im.mode == "F": raise DatasetError(f"image {path} has floating-point pixels (mode F): save it as an 8- or 16-bit image")
+    if im.mode != "I" and not im.mode.startswith("I;16"): return np.array(im.convert("RGB"))
+    deep = np.asarray(im).astype(np.int64)
+    if deep.size and (deep.min() < 0 or deep.max() > 65535):
+        raise DatasetError(f"image {path} has 32-bit pixel values {deep.min()}..{deep.max()}, outside 16 bits: "
+                           "save it as an 8- or 16-bit image")
+    return np.repeat(np.round(deep / 257).astype(np.uint8)[..., None], 3, axis=2)
+
 def load_image(path) -> np.ndarray:
-    "An RGB image as H x W x 3 uint8; a clear error for a missing or corrupt file."
+    "An RGB image as H x W x 3 uint8 (16-bit grey scaled, not clipped); a clear error for a missing or corrupt file."
     try:
-        with Image.open(path) as im: return np.array(im.convert("RGB"))
+        with Image.open(path) as im: return _rgb(im, path)
     except FileNotFoundError: raise DatasetError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e: raise DatasetError(f"unreadable or corrupt image {path}: {e}") from None
 

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cad_nb.data import (MASK_RESIZE, AnomalyDataset, DatasetError, check_dataset, detect_layout, list_categories,
-                         load_mask, read_category, resize_mask)
+                         load_image, load_mask, read_category, resize_mask)
 
 
 def copy_category(src_root, dst_root, category, layout):
@@ -168,3 +168,15 @@ def test_check_dataset_reports_all_problems_at_once(broken_copy):
     problems = check_dataset(root)
     assert len(problems) == 3
     assert {"corrupt image", "missing mask", "3x3"} == {k for k in ("corrupt image", "missing mask", "3x3") if any(k in p for p in problems)}
+
+
+def test_16_bit_grey_images_are_read_not_clipped_to_white(tmp_path):
+    "Two different 16-bit tiles were once both read as all white: a false 'leakage' and metrics at 0.5."
+    cdir = tmp_path / "Tile"
+    for split, seed in (("train", 0), ("test", 1)):
+        (cdir / split / "good").mkdir(parents=True)
+        tile = np.random.default_rng(seed).integers(0, 65536, (24, 24)).astype(np.uint16)
+        Image.fromarray(tile).save(cdir / split / "good" / "a.png")
+    assert check_dataset(tmp_path) == []                                     # no pixel-identical pair
+    train = load_image(cdir / "train/good/a.png")
+    assert 100 < train.mean() < 155 and train.std() > 50                     # a uniform draw over 16 bits, scaled
