@@ -88,6 +88,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                             'cad_nb.cli.anomaly_maps': ('cli.html#anomaly_maps', 'cad_nb/cli.py'),
                             'cad_nb.cli.apply_sets': ('cli.html#apply_sets', 'cad_nb/cli.py'),
                             'cad_nb.cli.build_model': ('cli.html#build_model', 'cad_nb/cli.py'),
+                            'cad_nb.cli.check_before_training': ('cli.html#check_before_training', 'cad_nb/cli.py'),
                             'cad_nb.cli.cmd_data': ('cli.html#cmd_data', 'cad_nb/cli.py'),
                             'cad_nb.cli.cmd_predict': ('cli.html#cmd_predict', 'cad_nb/cli.py'),
                             'cad_nb.cli.cmd_test': ('cli.html#cmd_test', 'cad_nb/cli.py'),

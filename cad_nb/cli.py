@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from .runner import METHODS, build_method, category_datasets, make_teacher, method_epochs, score_set, train_method
+from .runner import (METHODS, build_method, category_datasets, check_profile, make_teacher, method_epochs, score_set,
+                           train_method)
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import Profile, _typed, get_device, load_profile, seed_everything
-from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, list_categories, load_image, read_coco,
+from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, check_dataset, list_categories, load_image, read_coco,
                          resize_image)
 from .reproduce import add_reproduce_command
 from . import public
@@ -31,9 +32,9 @@ from .train import (autocast, cleanup_distributed, is_distributed, is_main_proce
 __all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SETTINGS', 'CliError', 'apply_sets', 'method_names',
            'method_arg', 'write_json', 'read_json', 'run_record', 'start_run', 'parameter_digest', 'finish_run',
            'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
-           'train_multitask_run', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run',
-           'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps', 'predict_image',
-           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
+           'train_multitask_run', 'check_before_training', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run',
+           'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps',
+           'predict_image', 'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -292,6 +293,19 @@ def _profile(name, sets) -> Profile:
     except KeyError as e: raise CliError(f"--profile {name}: {e.args[0]}", 2) from None
     return apply_sets(cfg, sets)
 
+def check_before_training(a, cfg):
+    "Usage errors for a profile that cannot run; the dataset check of the category (unless --skip-check), before any training."
+    try: check_profile(cfg)
+    except ValueError as e: raise CliError(str(e), 2) from None
+    root, categories = _anomaly_root(a.data_root)
+    _check_category(a.category, root, categories)
+    if a.skip_check: return
+    problems = check_dataset(root, [a.category])
+    if problems:
+        more = f" (and {len(problems) - 1} more: cad_nb.data.check_dataset lists them all)" if len(problems) > 1 else ""
+        raise CliError(f"--data-root {root}, category {a.category}: {problems[0]}{more}; fix the data before training, "
+                       "or pass --skip-check", 1)
+
 def cmd_train(a, ap) -> int:
     "`cad-nb train`: one method on one category (or the multi-task model on a COCO folder), into a run folder."
     cfg = _profile(a.profile, a.set)
@@ -301,6 +315,7 @@ def cmd_train(a, ap) -> int:
     what = Path(a.data_root).resolve().name if a.method == MTL else a.category
     run_dir = Path(a.out or Path("runs") / f"{a.method.lower()}_{what}")
     setup_distributed()
+    if a.method != MTL: check_before_training(a, cfg)
     train = train_multitask_run if a.method == MTL else train_anomaly
     model, record, history = train(a, cfg, run_dir)
     record = finish_run(run_dir, model, record, history)
@@ -468,7 +483,8 @@ def add_data_command(sub):
 def make_parser() -> argparse.ArgumentParser:
     "The `cad-nb` parser: reproduce, train, test, predict, data."
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap.add_argument("--version", action="version", version=f"cad-nb {__version__}")
+    sub = ap.add_subparsers(dest="command")
     add_reproduce_command(sub)
     t = sub.add_parser("train", help="train one method on one category of your data into a run folder")
     t.add_argument("--method", required=True, type=method_arg, help=f"one of: {', '.join(method_names())}")
@@ -479,6 +495,7 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a profile setting")
     t.add_argument("--stop-after", type=int, metavar="N", help="stop after N more epochs (the same command resumes)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--skip-check", action="store_true", help="train without checking the category's images and masks first")
     m = t.add_argument_group("multi-task model (--method mtl)")
     m.add_argument("--tasks", nargs="+", choices=mtl.TASKS, default=list(mtl.TASKS), help="task mix (default all)")
     m.add_argument("--weighting", choices=list(WEIGHTINGS), default="coba", help="loss weighting (default coba)")
@@ -509,7 +526,11 @@ def main(argv=None) -> int:
     try:
         ap = make_parser()
         a = ap.parse_args(argv)
+        if a.command is None:                                         # bare `cad-nb`: what it can do
+            ap.print_help()
+            return 2
         return a.handler(a, ap)
+    except SystemExit as e: return e.code if isinstance(e.code, int) else 0      # --help, --version
     except CliError as e: return _fail(e, e.code)
     except KeyboardInterrupt:
         return _fail("interrupted: the run folder keeps the last finished epoch; the same command resumes", 130)

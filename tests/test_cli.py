@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cad_nb import __version__
 from cad_nb.cli import main
 from cad_nb.data import list_categories, read_category
 
@@ -125,6 +126,7 @@ BAD_TRAIN = [
     (["--set", "epochs=two"], 2, "'epochs' takes an int"),
     (["--set", "pretrained=maybe"], 2, "'pretrained' takes a bool"),
     (["--profile", "gpu"], 2, "--profile gpu: no profile 'gpu'"),
+    (["--set", "image_size=100"], 2, "image_size = 100 is not a multiple of 32"),        # a profile that cannot run
 ]
 
 
@@ -289,3 +291,25 @@ def test_benchmark_subsampling_never_applies_to_a_users_folder(smoke_benchmark, 
     samples = read_category(smoke_benchmark, category)
     assert json.loads((out / "run.json").read_text())["train_images"] == sum(s.split == "train" for s in samples)
     assert json.loads((out / "metrics.json").read_text())["test_images"] == sum(s.split == "test" for s in samples)
+
+
+def test_version_and_bare_command():
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"cad-nb {__version__}"
+    code, out, _ = cli()
+    assert code == 2 and all(c in out for c in ("reproduce", "train", "test", "predict", "data"))   # the help, not an error
+
+
+def test_bad_test_data_stops_training_before_it_starts(smoke_benchmark, tmp_path):
+    "A corrupt test image used to be found by `test`, after the whole training; `train` checks the category first."
+    category = list_categories(smoke_benchmark)[0]
+    root = tmp_path / "data"
+    shutil.copytree(smoke_benchmark / category, root / category)
+    broken = sorted((root / category / "test").rglob("*.png"))[0]
+    broken.write_bytes(b"not a png")
+    code, _, err = cli(*train_args(root, tmp_path / "run"))
+    line = one_line(err)
+    assert code == 1 and str(broken) in line and "--skip-check" in line
+    assert not (tmp_path / "run").exists()                                   # nothing trained, nothing written
+    code, _, err = cli(*train_args(root, tmp_path / "run", "--skip-check"))
+    assert code == 0, err
