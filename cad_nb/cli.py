@@ -29,12 +29,13 @@ from .train import (autocast, cleanup_distributed, is_distributed, is_main_proce
                           run_signature, save_checkpoint, setup_distributed, unwrap)
 
 # %% auto #0
-__all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SETTINGS', 'CliError', 'apply_sets', 'method_names',
-           'method_arg', 'write_json', 'read_json', 'run_record', 'start_run', 'parameter_digest', 'finish_run',
-           'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
+__all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SETTINGS', 'CSV_FIELDS', 'CliError', 'apply_sets',
+           'method_names', 'method_arg', 'write_json', 'read_json', 'run_record', 'start_run', 'parameter_digest',
+           'finish_run', 'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
            'train_multitask_run', 'check_before_training', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run',
            'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps',
-           'predict_image', 'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
+           'predict_image', 'output_names', 'remove_previous', 'cmd_predict', 'cmd_data', 'add_data_command',
+           'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -378,10 +379,11 @@ def cmd_test(a, ap) -> int:
 
 # %% ../nbs/09_cli.ipynb #8b88683d
 def collect_images(spec) -> list[Path]:
-    "The files named by `spec`: a folder (its image files), one file, or a glob pattern."
+    "The files named by `spec`: a folder (its image files, sub-folders included), one file, or a glob pattern."
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
     elif path.is_file(): files = [path]
     else: files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
     if not files: raise CliError(f"--images {spec}: no image files there", 2)
@@ -414,12 +416,31 @@ def predict_image(model, record, image, device):
     return full[0, 0].cpu().numpy(), float(scores[0]), classes[0]
 
 # %% ../nbs/09_cli.ipynb #9d02fd21
-def _unique_stem(path: Path, used: set) -> str:
-    "The file's stem, numbered when an image of the same name was already written."
-    stem, k = path.stem, 1
-    while stem in used: stem, k = f"{path.stem}_{k}", k + 1
-    used.add(stem)
-    return stem
+def output_names(files, spec) -> list[Path]:
+    "Where each file's outputs go under --out: its path below the folder `spec` (or below the files' common folder), without the extension, numbered when two would meet."
+    root = Path(spec).expanduser()
+    files = [Path(f).resolve() for f in files]
+    base = root.resolve() if root.is_dir() else Path(os.path.commonpath([f.parent for f in files]))
+    names, used = [], set()
+    for f in files:
+        stem = f.relative_to(base).with_suffix("")
+        name, k = stem, 1
+        while name.as_posix() in used: name, k = stem.with_name(f"{stem.name}_{k}"), k + 1
+        used.add(name.as_posix())
+        names.append(name)
+    return names
+
+CSV_FIELDS = ["path", "score", "anomalous", "predicted_class", "heatmap", "map"]
+
+def remove_previous(out: Path):
+    "Delete the heat maps and maps a previous `predict` into `out` listed in its predictions.csv (no stale files)."
+    old = out / "predictions.csv"
+    if not old.is_file(): return
+    with open(old, newline="") as f:
+        for row in csv.DictReader(f):
+            for key in ("heatmap", "map"):
+                if row.get(key): (out / row[key]).unlink(missing_ok=True)
+    old.unlink()
 
 def cmd_predict(a, ap) -> int:
     "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
@@ -431,26 +452,28 @@ def cmd_predict(a, ap) -> int:
     model = load_model(a.run, record, device)
     out = Path(a.out or Path(a.run) / "predictions")
     out.mkdir(parents=True, exist_ok=True)
-    rows, failed, used = [], [], set()
-    for path in files:
-        try: image = load_image(path)
-        except DatasetError as e:
-            print(f"cad-nb predict: skipped ({e})", file=sys.stderr)
-            failed.append(path)
-            continue
-        amap, score, predicted = predict_image(model, record, image, device)
-        stem = _unique_stem(path, used)
-        np.save(out / f"{stem}.npy", amap.astype(np.float32))
-        low, high = tested.get("map_range") or (float(amap.min()), float(amap.max()))
-        Image.fromarray(heat_overlay(image, amap, low, high)).save(out / f"{stem}_heatmap.png")
-        decision = "" if threshold is None else int(score >= threshold)
-        rows.append(dict(path=str(path), score=score, anomalous=decision, predicted_class=predicted or "",
-                         heatmap=f"{stem}_heatmap.png", map=f"{stem}.npy"))
-    with open(out / "predictions.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, ["path", "score", "anomalous", "predicted_class", "heatmap", "map"])
+    remove_previous(out)
+    done, failed = 0, []
+    with open(out / "predictions.csv", "w", newline="") as f:                # a row per image as it is done
+        writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
-        writer.writerows(rows)
-    print(f"{len(rows)} images -> {out / 'predictions.csv'} (threshold: {threshold})")
+        for path, name in zip(files, output_names(files, a.images)):
+            try: image = load_image(path)
+            except DatasetError as e:
+                print(f"cad-nb predict: skipped ({e})", file=sys.stderr)
+                failed.append(path)
+                continue
+            amap, score, predicted = predict_image(model, record, image, device)
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            np.save(out / f"{name}.npy", amap.astype(np.float32))
+            low, high = tested.get("map_range") or (float(amap.min()), float(amap.max()))
+            Image.fromarray(heat_overlay(image, amap, low, high)).save(out / f"{name}_heatmap.png")
+            decision = "" if threshold is None else int(score >= threshold)
+            writer.writerow(dict(path=str(path), score=score, anomalous=decision, predicted_class=predicted or "",
+                                 heatmap=f"{name.as_posix()}_heatmap.png", map=f"{name.as_posix()}.npy"))
+            f.flush()
+            done += 1
+    print(f"{done} images -> {out / 'predictions.csv'} (threshold: {threshold})")
     if failed:
         raise CliError(f"{len(failed)} of {len(files)} images could not be read (named above); "
                        f"the others are in {out}", 1)
@@ -523,6 +546,7 @@ def _fail(message, code) -> int:
 
 def main(argv=None) -> int:
     "Entry point of `cad-nb` and of `python -m cad_nb.cli` (so of torchrun); every error is one line on stderr."
+    a = None
     try:
         ap = make_parser()
         a = ap.parse_args(argv)
@@ -533,6 +557,8 @@ def main(argv=None) -> int:
     except SystemExit as e: return e.code if isinstance(e.code, int) else 0      # --help, --version
     except CliError as e: return _fail(e, e.code)
     except KeyboardInterrupt:
+        if getattr(a, "command", None) == "predict":
+            return _fail("interrupted: predictions.csv lists the images done so far, with their maps", 130)
         return _fail("interrupted: the run folder keeps the last finished epoch; the same command resumes", 130)
     except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e: return _fail(e, 1)   # messages name files
     except Exception as e: return _fail(f"{type(e).__name__}: {e}", 1)

@@ -313,3 +313,28 @@ def test_bad_test_data_stops_training_before_it_starts(smoke_benchmark, tmp_path
     assert not (tmp_path / "run").exists()                                   # nothing trained, nothing written
     code, _, err = cli(*train_args(root, tmp_path / "run", "--skip-check"))
     assert code == 0, err
+
+
+def test_predict_mirrors_the_input_tree_and_writes_the_csv_as_it_goes(run, smoke_benchmark, tmp_path, monkeypatch):
+    import cad_nb.cli as cli_module
+    category = json.loads((run / "run.json").read_text())["category"]
+    source = sorted((smoke_benchmark / category / "test").rglob("*.png"))
+    images, out = tmp_path / "images", tmp_path / "pred"
+    for k, rel in enumerate(["line1/000.png", "line2/000.png", "line2/001.png"]):
+        (images / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source[k], images / rel)
+    code, _, err = cli("predict", "--run", run, "--images", images, "--out", out)
+    assert code == 0, err
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table.heatmap) == ["line1/000_heatmap.png", "line2/000_heatmap.png", "line2/001_heatmap.png"]
+    assert all((out / h).is_file() for h in table.heatmap) and all((out / m).is_file() for m in table["map"])
+    real, calls = cli_module.predict_image, []
+    def interrupted_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3: raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cli_module, "predict_image", interrupted_at_the_third)
+    code, _, err = cli("predict", "--run", run, "--images", images, "--out", out)
+    assert code == 130 and "predictions.csv lists the images done so far" in one_line(err)
+    assert len(pd.read_csv(out / "predictions.csv")) == 2                     # the rows done before the interrupt
+    assert not (out / "line2/001_heatmap.png").exists()                        # the previous run's files went first
