@@ -114,6 +114,7 @@ def check_code_stride(code_stride) -> int:
 def stage_blocks(n_blocks) -> tuple:
     "Blocks per decoder stage: three positive counts, or one count for every stage."
     n = (n_blocks,) * 3 if isinstance(n_blocks, int) else tuple(int(b) for b in n_blocks)
+    if len(n) == 1: n = n * 3                                    # one count in a list: every stage
     if len(n) != 3 or min(n) < 1: raise ValueError(f"decoder blocks {n_blocks!r}: give one count per stage (e.g. 3, 4, 6) or one count, each >= 1")
     return n
 

@@ -6,7 +6,7 @@ images. The same commands run under `torchrun` for data-parallel training."""
 
 # %% ../nbs/09_cli.ipynb #1e82607a
 from __future__ import annotations
-import argparse, csv, difflib, glob, hashlib, json, os, sys
+import argparse, csv, glob, hashlib, json, os, sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,25 +17,27 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from .runner import (METHODS, build_method, category_datasets, check_profile, make_teacher, method_epochs, score_set,
-                           train_method)
+from .runner import (REGISTRY, build_method, category_datasets, check_profile, get_method, load_plugins,
+                           make_teacher, method_names, score_set, train_method)
 from .coba import WEIGHTINGS, TaskScheduler
-from .core import Profile, _typed, get_device, load_profile, seed_everything
-from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, check_dataset, list_categories, load_image, read_coco,
-                         resize_image)
+from .core import get_device, seed_everything
+from .settings import SECTIONS, Profile, SettingsError, describe, load_profile
+from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, check_dataset, list_categories, load_image,
+                         read_coco, resize_image)
 from .reproduce import add_reproduce_command
 from . import public
 from .train import (autocast, cleanup_distributed, is_distributed, is_main_process, load_checkpoint,
                           run_signature, save_checkpoint, setup_distributed, unwrap)
 
+
 # %% auto #0
-__all__ = ['MTL', 'RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RUNTIME_SETTINGS', 'CSV_FIELDS', 'CliError', 'apply_sets',
-           'method_names', 'method_arg', 'write_json', 'read_json', 'run_record', 'start_run', 'parameter_digest',
-           'finish_run', 'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model', 'train_anomaly',
-           'train_multitask_run', 'check_before_training', 'cmd_train', 'f1_threshold', 'evaluate_anomaly_run',
-           'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images', 'heat_overlay', 'anomaly_maps',
-           'predict_image', 'output_names', 'remove_previous', 'cmd_predict', 'cmd_data', 'add_data_command',
-           'make_parser', 'main']
+__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg',
+           'is_multitask', 'write_json', 'read_json', 'run_record', 'run_identity', 'identity_changes', 'start_run',
+           'parameter_digest', 'finish_run', 'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model',
+           'train_anomaly', 'train_multitask_run', 'check_before_training', 'cmd_train', 'f1_threshold',
+           'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images',
+           'heat_overlay', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict',
+           'cmd_data', 'add_data_command', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -49,54 +51,31 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message): raise CliError(message, 2)
 
 # %% ../nbs/09_cli.ipynb #0e3d4518
-def _type_name(value) -> str: return "list" if isinstance(value, list) else type(value).__name__
-
-def _fits(old, new) -> bool:
-    "True if `new` may replace the setting value `old`."
-    if old is None: return True
-    if isinstance(old, bool) or isinstance(new, bool): return isinstance(old, bool) and isinstance(new, bool)
-    if isinstance(old, float): return isinstance(new, (int, float))
-    if isinstance(old, (list, str)): return isinstance(new, (list, str))
-    return type(old) is type(new)
-
 def apply_sets(cfg: Profile, pairs) -> Profile:
-    "`cfg` with the `key=value` strings of `--set` applied, each checked against the profile's value's type."
-    values = dict(cfg.values)
+    "`cfg` with the `section.key=value` strings of `--set` applied, each checked against the setting's type."
+    sets = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key: raise CliError(f"--set {pair!r}: expected key=value", 2)
-        if key not in values:
-            close = difflib.get_close_matches(key, values, 1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise CliError(f"--set {pair}: profile {cfg.name!r} has no setting {key!r}{hint}", 2)
-        new = _typed(text)
-        if not _fits(values[key], new):
-            kind = _type_name(values[key])
-            raise CliError(f"--set {pair}: {key!r} takes {'an' if kind[0] in 'aeiou' else 'a'} {kind} "
-                           f"(profile value {values[key]!r}), not {text!r}", 2)
-        values[key] = float(new) if isinstance(values[key], float) else new
-    return Profile(cfg.name, cfg.base, values)
+        if not sep or not key.strip(): raise CliError(f"--set {pair!r}: expected section.key=value", 2)
+        sets[key.strip()] = text
+    try: return cfg.updated(sets)
+    except SettingsError as e: raise CliError(str(e), 2) from None
+
 
 # %% ../nbs/09_cli.ipynb #f23921e4
-MTL = "mtl"
-
-def method_names() -> dict:
-    "Command-line name -> method: each of `cad_nb.runner.METHODS` in lower case, and `mtl`."
-    return {**{m.lower(): m for m in METHODS}, MTL: MTL}
-
 def method_arg(text: str) -> str:
-    "The method called `text` on the command line (any case); an unknown one is an argparse error naming the others."
-    names = method_names()
-    if text.lower() not in names:
-        raise argparse.ArgumentTypeError(f"unknown method {text!r}; known: {', '.join(names)}")
-    return names[text.lower()]
+    "The registered method called `text` on the command line (any case); an argparse error naming the others."
+    try: return get_method(text).name
+    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
+
+def is_multitask(method: str) -> bool:
+    "True for a method of the multi-task kind (a COCO folder, not a category)."
+    return get_method(method).kind == "multitask"
+
 
 # %% ../nbs/09_cli.ipynb #9f934810
 RUN_FORMAT = 1
 RUN_FILE, CHECKPOINT, METRICS = "run.json", "checkpoint.pt", "metrics.json"
-RUNTIME_SETTINGS = ("device", "workers", "cfrg_workers", "cfrg_threads", "mtl_threads", "out_dir", "run_dir",
-                    "cache_dir")                                  # settings that do not change what a run learns
 
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -119,26 +98,35 @@ def _no_nan(obj):
     if isinstance(obj, (list, tuple)): return [_no_nan(v) for v in obj]
     return None if isinstance(obj, float) and obj != obj else obj
 
-def run_record(method, cfg, data_root, category, weights, **extra) -> dict:
+def run_record(method, cfg, data_root, category, weights, image_size, **extra) -> dict:
     "What a run folder says about its run: method, data, profile, resolved settings, weights' provenance, versions."
     return dict(format=RUN_FORMAT, cad_nb=__version__, torch=torch.__version__, method=method,
                 category=category, data_root=str(Path(data_root).resolve()), profile=cfg.name,
-                settings=dict(cfg.values), weights=weights, **extra)
+                settings=dict(cfg.values), image_size=image_size, weights=weights, **extra)
 
-def _identity(record) -> dict:
-    "The parts of a run record that must match for a rerun to resume it."
-    settings = {k: v for k, v in record["settings"].items() if k not in RUNTIME_SETTINGS}
+def run_identity(record) -> dict:
+    "What must match for a rerun to resume a run: version, method, data, and the settings its method depends on."
+    names = get_method(record["method"]).identity()
+    settings = {k: v for k, v in record["settings"].items() if k in names or k.split(".")[0] in names}
     keys = ("format", "cad_nb", "method", "category", "data_root", "mtl")
-    return json.loads(json.dumps(dict(settings=settings, **{k: record.get(k) for k in keys}), default=str))
+    flat = dict(settings, **{k: record.get(k) for k in keys})
+    return json.loads(json.dumps(flat, default=str))
+
+def identity_changes(old: dict, new: dict) -> list[str]:
+    "'key: old there, new here' for each part of two run identities that differs."
+    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
 
 def start_run(run_dir, record):
     "Check that `run_dir` is new or holds this same run (training then resumes); record the start (rank 0)."
     path = Path(run_dir) / RUN_FILE
     if path.is_file():
-        old, new = _identity(read_json(path)), _identity(record)
-        differ = [k for k in new if old.get(k) != new[k]]
+        old = read_json(path)
+        if str(old.get("method")).lower() != record["method"].lower():
+            differ = [f"method: {old.get('method')!r} there, {record['method']!r} here"]
+        else: differ = identity_changes(run_identity(old), run_identity(record))
         if differ:
-            raise CliError(f"--out {run_dir} holds another run (its {', '.join(differ)} differ): "
+            raise CliError(f"--out {run_dir} holds another run ({'; '.join(differ)}): "
                            "choose another --out, or delete the folder", 2)
     if is_distributed(): dist.barrier()                          # every rank has read before rank 0 writes
     if is_main_process():
@@ -180,15 +168,17 @@ def load_run(run_dir) -> dict:
     if (record.get("format"), record.get("cad_nb")) != (RUN_FORMAT, __version__):
         raise CliError(f"{run_dir / CHECKPOINT} was written by cad_nb {record.get('cad_nb')} (run format "
                        f"{record.get('format')}); this is cad_nb {__version__}: train it again", 1)
-    if record.get("method") not in method_names().values():
-        known = ", ".join(method_names().values())
-        raise CliError(f"{run_dir / RUN_FILE}: unknown method {record.get('method')!r}; known: {known}", 1)
+    if str(record.get("method")).lower() not in REGISTRY:
+        known = ", ".join(method_names())
+        raise CliError(f"{run_dir / RUN_FILE}: unknown method {record.get('method')!r}; registered: {known}", 1)
     return record
 
 def run_profile(record) -> Profile:
     "The resolved settings of a run, with pretrained weights off (the checkpoint holds every weight)."
-    values = {**record["settings"], "pretrained": False, "cfrg_teacher_weights": None}
-    return Profile(record["profile"], Path.cwd(), values)
+    defaults = Profile(record["profile"], Path.cwd(), {s: cls() for s, cls in SECTIONS.items()})
+    saved = {k: ("" if v is None else v) for k, v in record["settings"].items() if k.split(".")[0] in SECTIONS}
+    off = {"teacher.pretrained": False, "teacher.weights": "", "mtl.pretrained": False}
+    return defaults.updated({**saved, **off}, f"{RUN_FILE} of the run")
 
 def load_weights(model, state: dict):
     "Load `state` into `model`, first giving the buffers still empty (fitted statistics) their saved shape."
@@ -201,9 +191,9 @@ def load_weights(model, state: dict):
 
 def build_model(record, cfg):
     "A fresh model of the run's method, sized by `cfg`."
-    if record["method"] != MTL: return build_method(record["method"], cfg, make_teacher(cfg))
+    if not is_multitask(record["method"]): return build_method(record["method"], cfg, make_teacher(cfg))
     m = record["mtl"]
-    return mtl.profile_model(cfg, m["backbone"], len(m["class_names"]) - 1)
+    return build_method(record["method"], cfg, None, backbone=m["backbone"], n_classes=len(m["class_names"]) - 1)
 
 def load_model(run_dir, record, device="cpu"):
     "The trained model of a run folder on `device`, in eval mode; its checkpoint must hold the run's method."
@@ -233,20 +223,20 @@ def train_anomaly(a, cfg, run_dir):
     "Train `a.method` on category `a.category` of `a.data_root` into `run_dir`: (model, record, loss history)."
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
-    train_set, _ = category_datasets(root, a.category, cfg.image_size, seed=cfg.seed)     # every training image
+    train_set, _ = category_datasets(root, a.category, cfg.data.image_size, seed=cfg.runtime.seed)     # every training image
     teacher = make_teacher(cfg)
-    record = run_record(a.method, cfg, root, a.category, teacher.weights, train_images=len(train_set))
+    record = run_record(a.method, cfg, root, a.category, teacher.weights, cfg.data.image_size,
+                        train_images=len(train_set))
     start_run(run_dir, record)
     checkpoint = Path(run_dir) / CHECKPOINT
-    model, history = train_method(a.method, cfg, train_set, teacher, checkpoint, get_device(cfg.device),
+    model, history = train_method(a.method, cfg, train_set, teacher, checkpoint, get_device(cfg.runtime.device),
                                   progress=not a.quiet, desc=f"{a.method} {a.category}", stop_after=a.stop_after)
     if history is None:                                      # fitted in one pass (PaDiM): checkpoint the result
         if is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), signature=run_signature(model))
         return model, dict(record, status="complete"), []
-    epochs = method_epochs(a.method, cfg)
-    done, total, unit = ((len(history["epoch"]), epochs, "epochs") if epochs else
-                         (len(history["step"]), cfg.destseg_student_steps + cfg.destseg_seg_steps, "steps"))
+    total, unit = get_method(a.method).budget(cfg)
+    done = len(history["epoch"] if unit == "epochs" else history["step"])
     status = "complete" if done >= total else f"stopped after {done} of {total} {unit}"
     return model, dict(record, status=status), history["epoch"]
 
@@ -265,33 +255,29 @@ def train_multitask_run(a, cfg, run_dir):
     train = read_coco(root / "annotations" / "train.json")
     val_file = root / "annotations" / "val.json"
     val = read_coco(val_file) if val_file.is_file() else train
-    backbones = cfg.mtl_backbones if isinstance(cfg.mtl_backbones, list) else [cfg.mtl_backbones]
-    options = dict(backbone=a.backbone or backbones[0], tasks=list(a.tasks), weighting=a.weighting,
+    options = dict(backbone=a.backbone or cfg.mtl.backbones[0], tasks=list(a.tasks), weighting=a.weighting,
                    scheduler=a.scheduler, class_names=train.class_names)
-    if cfg.mtl_threads: torch.set_num_threads(cfg.mtl_threads)
-    seed_everything(cfg.seed)
-    model = build_model(dict(method=MTL, mtl=options), cfg)
-    record = run_record(MTL, cfg, root, None, model.backbone.weights, mtl=options,
+    if cfg.mtl.threads: torch.set_num_threads(cfg.mtl.threads)
+    seed_everything(cfg.runtime.seed)
+    model = build_model(dict(method=a.method, mtl=options), cfg)
+    record = run_record(a.method, cfg, root, None, model.backbone.weights, cfg.mtl.image_size, mtl=options,
                         train_images=len(train.samples))
     start_run(run_dir, record)
-    S = cfg.mtl_image_size
+    S = cfg.mtl.image_size
     train_sets, val_sets = mtl.task_datasets(train, S), mtl.task_datasets(val, S)
     sizes = [len(train_sets[t]) for t in mtl.TASKS]
     scheduler = TaskScheduler(len(mtl.TASKS), a.scheduler, sizes=sizes, tasks_per_step=2) if a.scheduler else None
-    coba = dict(warmup_steps=cfg.mtl_coba_warmup, history_length=cfg.mtl_coba_history)
-    epoch_steps = -(-sizes[0] // cfg.mtl_batch_size)                 # one pass over the classification stream
-    r = mtl.train_multitask(model, train_sets, val_sets, weighting=a.weighting, scheduler=scheduler,
-                            tasks=tuple(a.tasks), steps=cfg.mtl_steps, batch_size=cfg.mtl_batch_size, lr=cfg.mtl_lr,
-                            device=get_device(cfg.device), update_interval=cfg.mtl_update_interval,
-                            coba_kwargs=coba if a.weighting == "coba" else None, seed=cfg.seed,
-                            checkpoint=Path(run_dir) / CHECKPOINT, checkpoint_every=epoch_steps, progress=not a.quiet)
+    epoch_steps = -(-sizes[0] // cfg.mtl.batch_size)                 # one pass over the classification stream
+    r = get_method(a.method).train(model, cfg, train_sets, val_sets, a.weighting, scheduler, a.tasks,
+                                   device=get_device(cfg.runtime.device), checkpoint=Path(run_dir) / CHECKPOINT,
+                                   checkpoint_every=epoch_steps, progress=not a.quiet)
     return model, dict(record, status="complete"), r["history"]
 
 # %% ../nbs/09_cli.ipynb #f2bc6f0a
 def _profile(name, sets) -> Profile:
     "Profile `name` with the `--set` values applied; a usage error naming --profile for an unknown one."
     try: cfg = load_profile(name)
-    except KeyError as e: raise CliError(f"--profile {name}: {e.args[0]}", 2) from None
+    except SettingsError as e: raise CliError(f"--profile {name}: {e}", 2) from None
     return apply_sets(cfg, sets)
 
 def check_before_training(a, cfg):
@@ -310,14 +296,18 @@ def check_before_training(a, cfg):
 def cmd_train(a, ap) -> int:
     "`cad-nb train`: one method on one category (or the multi-task model on a COCO folder), into a run folder."
     cfg = _profile(a.profile, a.set)
+    if a.print_config:                                                 # what the run would use, and from where
+        print(describe(cfg, {n.split(".")[0] for n in get_method(a.method).identity()} | {"runtime"}))
+        return 0
     if not Path(a.data_root).is_dir(): raise CliError(f"--data-root {a.data_root} is not a folder", 2)
-    if a.stop_after is not None and (a.stop_after < 1 or a.method == MTL):
+    multitask = is_multitask(a.method)
+    if a.stop_after is not None and (a.stop_after < 1 or multitask):
         raise CliError(f"--stop-after {a.stop_after}: a number of epochs >= 1, for epoch-trained methods", 2)
-    what = Path(a.data_root).resolve().name if a.method == MTL else a.category
+    what = Path(a.data_root).resolve().name if multitask else a.category
     run_dir = Path(a.out or Path("runs") / f"{a.method.lower()}_{what}")
     setup_distributed()
-    if a.method != MTL: check_before_training(a, cfg)
-    train = train_multitask_run if a.method == MTL else train_anomaly
+    if not multitask: check_before_training(a, cfg)
+    train = train_multitask_run if multitask else train_anomaly
     model, record, history = train(a, cfg, run_dir)
     record = finish_run(run_dir, model, record, history)
     if is_main_process(): print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
@@ -340,8 +330,8 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
     if record["category"] not in categories:
         raise CliError(f"--data-root {root}: no category {record['category']!r} (the run's); "
                        f"categories there: {categories}", 2)
-    _, test_set = category_datasets(root, record["category"], cfg.image_size, seed=cfg.seed,     # every test image
-                                    mask_resize=cfg.test_mask_resize)
+    _, test_set = category_datasets(root, record["category"], cfg.data.image_size, seed=cfg.runtime.seed,     # every test image
+                                    mask_resize=cfg.data.mask_resize)
     pred, metrics = score_set(model, test_set, cfg, device)         # image labels from the folders
     low, high = np.percentile(pred["maps"], [1, 99.9])
     return dict(metrics=metrics, threshold=f1_threshold(pred["labels"], pred["scores"]),
@@ -351,7 +341,7 @@ def evaluate_multitask_run(model, record, root, device) -> dict:
     "Metrics of a multi-task run on annotations/test.json under `root`."
     cfg = run_profile(record)
     test = read_coco(_coco_root(root, "test") / "annotations" / "test.json")
-    preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl_image_size), device)
+    preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl.image_size), device)
     metrics = mtl.evaluate(preds, len(record["mtl"]["class_names"]) - 1)
     return dict(metrics=metrics, threshold=None, map_range=[0.0, 1.0], test_images=len(preds))
 
@@ -366,10 +356,10 @@ def metrics_markdown(result, record) -> str:
 def cmd_test(a, ap) -> int:
     "`cad-nb test`: evaluate a run on its test split; metrics.json and metrics.md into the run folder."
     record = load_run(a.run)
-    device = get_device(a.device or record["settings"].get("device", "auto"))
+    device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
     model = load_model(a.run, record, device)
     root = Path(a.data_root or record["data_root"])
-    evaluate_run = evaluate_multitask_run if record["method"] == MTL else evaluate_anomaly_run
+    evaluate_run = evaluate_multitask_run if is_multitask(record["method"]) else evaluate_anomaly_run
     result = evaluate_run(model, record, root, device)
     result.update(data_root=str(root.resolve()), tested=_now())
     write_json(Path(a.run) / METRICS, result)
@@ -398,7 +388,7 @@ def heat_overlay(image, amap, low, high, alpha=0.5) -> np.ndarray:
 
 def anomaly_maps(model, record, images):
     "Maps (B x S x S), image scores (B) and, for `mtl`, predicted class names of a batch of [0,1] images."
-    if record["method"] != MTL:
+    if not is_multitask(record["method"]):
         maps, scores = model.predict(images)
         return maps, scores, [None] * len(images)
     out = model(images)
@@ -409,8 +399,7 @@ def anomaly_maps(model, record, images):
 @torch.no_grad()
 def predict_image(model, record, image, device):
     "(map at the image's own size, image score, predicted class or None) of one H x W x 3 uint8 image."
-    size = record["settings"]["mtl_image_size" if record["method"] == MTL else "image_size"]
-    x = torch.from_numpy(resize_image(image, size).copy()).permute(2, 0, 1).float().div(255)[None].to(device)
+    x = torch.from_numpy(resize_image(image, record["image_size"]).copy()).permute(2, 0, 1).float().div(255)[None].to(device)
     with autocast(device): maps, scores, classes = anomaly_maps(model, record, x)
     full = F.interpolate(maps[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
     return full[0, 0].cpu().numpy(), float(scores[0]), classes[0]
@@ -448,7 +437,7 @@ def cmd_predict(a, ap) -> int:
     record = load_run(a.run)
     tested = json.loads((Path(a.run) / METRICS).read_text()) if (Path(a.run) / METRICS).is_file() else {}
     threshold = a.threshold if a.threshold is not None else tested.get("threshold")
-    device = get_device(a.device or record["settings"].get("device", "auto"))
+    device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
     model = load_model(a.run, record, device)
     out = Path(a.out or Path(a.run) / "predictions")
     out.mkdir(parents=True, exist_ok=True)
@@ -505,6 +494,7 @@ def add_data_command(sub):
 # %% ../nbs/09_cli.ipynb #279f88f8
 def make_parser() -> argparse.ArgumentParser:
     "The `cad-nb` parser: reproduce, train, test, predict, data."
+    load_plugins()                                                  # methods of installed packages
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
     ap.add_argument("--version", action="version", version=f"cad-nb {__version__}")
     sub = ap.add_subparsers(dest="command")
@@ -515,7 +505,9 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--category", help="category folder under --data-root (not for mtl)")
     t.add_argument("--profile", default="cpu", help="settings.ini profile: smoke, cpu or paper (default cpu)")
     t.add_argument("--out", help="run folder (default runs/<method>_<category>)")
-    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a profile setting")
+    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one setting, e.g. rd.epochs=20 or data.image_size=256")
+    t.add_argument("--print-config", action="store_true", help="print the settings the run would use, and exit")
     t.add_argument("--stop-after", type=int, metavar="N", help="stop after N more epochs (the same command resumes)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--skip-check", action="store_true", help="train without checking the category's images and masks first")
@@ -523,7 +515,7 @@ def make_parser() -> argparse.ArgumentParser:
     m.add_argument("--tasks", nargs="+", choices=mtl.TASKS, default=list(mtl.TASKS), help="task mix (default all)")
     m.add_argument("--weighting", choices=list(WEIGHTINGS), default="coba", help="loss weighting (default coba)")
     m.add_argument("--scheduler", choices=TaskScheduler.policies, help="task scheduler (default: all tasks each step)")
-    m.add_argument("--backbone", help="timm backbone (default: the profile's first mtl_backbones)")
+    m.add_argument("--backbone", help="timm backbone (default: the profile's first mtl.backbones)")
     t.set_defaults(handler=cmd_train)
     e = sub.add_parser("test", help="evaluate a run on its test split: metrics.json and metrics.md")
     e.add_argument("--run", required=True, help="run folder written by cad-nb train")

@@ -17,7 +17,7 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
-from .core import FeatureBackbone, Normalize, seed_everything, settings_digest, timm_model
+from .core import FeatureBackbone, Normalize, seed_everything, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
 from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
@@ -28,7 +28,7 @@ __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone',
            'detection_loss', 'segmentation_loss', 'decode_detections', 'classification_metrics', 'detection_map',
            'segmentation_metrics', 'few_shot_classes', 'RareClassAugmentation', 'task_datasets', 'infinite_loader',
            'lr_at', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label', 'experiment_data',
-           'tasks_per_step', 'steps_for_images', 'run_experiment']
+           'tasks_per_step', 'steps_for_images', 'train_profile', 'run_experiment']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
@@ -375,22 +375,22 @@ def evaluate(predictions, n_classes, by_domain=False) -> dict:
 
 # %% ../nbs/11_mtl.ipynb #a493306a
 def profile_model(cfg, backbone: str, n_classes: int, pretrained=None) -> MultiTaskModel:
-    "The multi-task model of profile `cfg` on `backbone` (`pretrained` None: the profile's `pretrained`)."
-    kw = dict(depth=cfg.mtl_vit_depth) if is_vit(backbone) and cfg.get("mtl_vit_depth") else {}
-    if not is_vit(backbone) and cfg.get("mtl_freeze_stages"): kw["freeze_stages"] = cfg.mtl_freeze_stages
-    return MultiTaskModel(backbone, n_classes, pretrained=bool(cfg.pretrained if pretrained is None else pretrained),
-                          image_size=cfg.mtl_image_size, **kw)
+    "The multi-task model of profile `cfg` on `backbone` (`pretrained` None: `mtl.pretrained`)."
+    kw = dict(depth=cfg.mtl.vit_depth) if is_vit(backbone) and cfg.mtl.vit_depth else {}
+    if not is_vit(backbone) and cfg.mtl.freeze_stages: kw["freeze_stages"] = cfg.mtl.freeze_stages
+    return MultiTaskModel(backbone, n_classes, pretrained=cfg.mtl.pretrained if pretrained is None else bool(pretrained),
+                          image_size=cfg.mtl.image_size, **kw)
 
 def backbone_label(cfg, name: str, weights: str = "") -> str:
-    "A backbone's name, with its reduced depth (`mtl_vit_depth`) and RANDOM INIT when `weights` says it has no pretrained weights."
-    label = f"{name} (depth {cfg.mtl_vit_depth})" if is_vit(name) and cfg.get("mtl_vit_depth") else name
+    "A backbone's name, with its reduced depth (`mtl.vit_depth`) and RANDOM INIT when `weights` says it has no pretrained weights."
+    label = f"{name} (depth {cfg.mtl.vit_depth})" if is_vit(name) and cfg.mtl.vit_depth else name
     return label + (" [RANDOM INIT]" if weights.startswith("randomly") else "")
 
 def experiment_data(cfg, root) -> dict:
     "Splits of the COCO root `root` at the profile's size: train/val task streams (few-shot augmented), test set."
     train, val, test = (read_coco(Path(root) / f"annotations/{s}.json") for s in ("train", "val", "test"))
-    S, rare = cfg.mtl_image_size, few_shot_classes(train)
-    try: aug = RareClassAugmentation(train, rare, n=cfg.mtl_rare_aug, image_size=S, seed=cfg.seed)
+    S, rare = cfg.mtl.image_size, few_shot_classes(train)
+    try: aug = RareClassAugmentation(train, rare, n=cfg.mtl.rare_aug, image_size=S, seed=cfg.runtime.seed)
     except ValueError as e: aug = None; print("few-shot augmentation skipped:", e)
     return dict(train=train, val=val, test=test, rare=rare, n_classes=len(train.class_names) - 1,
                 train_sets=task_datasets(train, S, aug), val_sets=task_datasets(val, S), test_set=CocoMultiTaskDataset(test.samples, S))
@@ -403,21 +403,32 @@ def steps_for_images(images: int, batch_size: int, tasks=TASKS, scheduler=None) 
     "Optimiser steps that put `images` training images through the backbone (equal compute across task mixes)."
     return max(1, images // (batch_size * tasks_per_step(tasks, scheduler)))
 
+def train_profile(model, cfg, train_sets, val_sets=None, weighting="coba", scheduler=None, tasks=TASKS, steps=None,
+                  seed=None, device="cpu", checkpoint=None, checkpoint_every=0, progress=True) -> dict:
+    "`train_multitask` with the schedule of the profile's `mtl.*` (steps, batch, lr, CoBa's window): `cad-nb` and the notebooks."
+    coba = dict(warmup_steps=cfg.mtl.coba_warmup, history_length=cfg.mtl.coba_history) if weighting == "coba" else None
+    return train_multitask(model, train_sets, val_sets, weighting=weighting, scheduler=scheduler, tasks=tuple(tasks),
+                           steps=steps or cfg.mtl.steps, batch_size=cfg.mtl.batch_size, lr=cfg.mtl.lr, device=device,
+                           update_interval=cfg.mtl.update_interval, coba_kwargs=coba,
+                           seed=cfg.runtime.seed if seed is None else seed, checkpoint=checkpoint,
+                           checkpoint_every=checkpoint_every, progress=progress)
+
 def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=None, tasks=TASKS, seed=0, device="cpu",
                    by_domain=False, progress=False, steps=None) -> dict:
-    "Train configuration `method` for `steps` (default `mtl_steps`), or read it back from its checkpoint, and evaluate it on the test split."
-    steps = steps or cfg.mtl_steps
+    "Train configuration `method` for `steps` (default `mtl.steps`), or read it back from its checkpoint, and evaluate it on the test split."
+    steps = steps or cfg.mtl.steps
     import pandas as pd
     seed_everything(seed)
     model = profile_model(cfg, backbone, data["n_classes"])
-    sched = TaskScheduler(len(TASKS), scheduler, sizes=[len(data["train_sets"][t]) for t in TASKS], tasks_per_step=2) if scheduler else None
-    name = f"mtl_{backbone}_{method.replace(' ', '_').replace('+', 'plus')}_s{seed}_n{steps}_{settings_digest(cfg)}.pt"
+    sizes = [len(data["train_sets"][t]) for t in TASKS]
+    sched = TaskScheduler(len(TASKS), scheduler, sizes=sizes, tasks_per_step=2) if scheduler else None
+    label = method.replace(" ", "_").replace("+", "plus")
+    name = f"mtl_{backbone}_{label}_s{seed}_n{steps}_{cfg.digest('mtl', 'data.root')}.pt"
     t0 = time.time()
-    r = train_multitask(model, data["train_sets"], data["val_sets"], weighting=weighting, scheduler=sched, tasks=tasks,
-                        steps=steps, batch_size=cfg.mtl_batch_size, lr=cfg.mtl_lr, device=device,
-                        update_interval=cfg.mtl_update_interval, seed=seed, checkpoint=cfg.path("run_dir") / name, progress=progress,
-                        coba_kwargs=dict(warmup_steps=cfg.mtl_coba_warmup, history_length=cfg.mtl_coba_history) if weighting == "coba" else None)
+    r = train_profile(model, cfg, data["train_sets"], data["val_sets"], weighting, sched, tasks, steps, seed, device,
+                      checkpoint=cfg.path("runtime.run_dir") / name, progress=progress)
     preds = predict(model, data["test_set"], device)
     n = data["n_classes"]
     return dict(history=pd.DataFrame(r["history"]), preds=preds, metrics=evaluate(preds, n), weights=model.backbone.weights,
                 by_domain=evaluate(preds, n, by_domain=True) if by_domain else None, seconds=time.time() - t0)
+

@@ -352,7 +352,7 @@ register_dataset(PublicDataset(
     citation="M. Cimpoi, S. Maji, I. Kokkinos, S. Mohamed, A. Vedaldi, \"Describing Textures in the Wild\", CVPR 2014",
     counts=DTD_COUNTS, layout="images/<class>/<class>_NNNN.jpg, as DTD's own dtd/images/",
     find=find_dtd, check=check_dtd, convert=convert_dtd, verify=verify_dtd,
-    usage="--set cfrg_textures=dtd --set cfrg_dtd_root={out}/images"))
+    usage="--set synthesis.textures=dtd --set synthesis.dtd_root={out}/images"))
 
 # %% ../nbs/14_public.ipynb #9a2f9409
 def _clone(url: str, dest: Path) -> Path:

@@ -288,12 +288,12 @@ def make_3c_benchmark(root, size="smoke", seed=0, workers=None) -> Path:
 
 # %% ../nbs/02_synthetic.ipynb #b6e9be5e
 def benchmark_root(cfg) -> Path:
-    "The dataset folder of a profile: its `data_root` when set, else the embedded benchmark (generated once)."
-    if cfg.get("data_root"): 
-        root = cfg.path("data_root")
-        if not root.is_dir(): raise FileNotFoundError(f"data_root {root} does not exist (profile {cfg.name!r})")
+    "The dataset folder of a profile: its `data.root` when set, else the embedded benchmark (generated once)."
+    if cfg.data.root:
+        root = cfg.path("data.root")
+        if not root.is_dir(): raise FileNotFoundError(f"data.root {root} does not exist (profile {cfg.name!r})")
         return root
-    return make_3c_benchmark(cfg.path("cache_dir"), cfg.benchmark, cfg.seed)
+    return make_3c_benchmark(cfg.path("runtime.cache_dir"), cfg.data.benchmark, cfg.runtime.seed)
 
 # %% ../nbs/02_synthetic.ipynb #a5f235f6
 def draw_body_paint(rng, h, w):
@@ -430,6 +430,6 @@ def make_car_benchmark(root, size="smoke", seed=0) -> Path:
     return cached_folder(out, write, dict(size=size, seed=seed, version=CAR_VERSION, **CAR_SIZES[size]))
 
 def car_benchmark_root(cfg) -> Path:
-    "The car multi-task dataset of a profile: `data_root` when set (COCO layout), else the embedded one of size `mtl_benchmark`."
-    if cfg.get("data_root"): return benchmark_root(cfg)
-    return make_car_benchmark(cfg.path("cache_dir"), cfg.get("mtl_benchmark", cfg.benchmark), cfg.seed)
+    "The car multi-task dataset of a profile: `data.root` when set (COCO layout), else the embedded one of size `mtl.benchmark`."
+    if cfg.data.root: return benchmark_root(cfg)
+    return make_car_benchmark(cfg.path("runtime.cache_dir"), cfg.mtl.benchmark, cfg.runtime.seed)

@@ -19,7 +19,7 @@ from cad_nb.cli import main
 from cad_nb.data import list_categories, read_category
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--profile", "smoke", "--set", "pretrained=false", "--quiet"]     # random teacher: nothing is downloaded
+TINY = ["--profile", "smoke", "--set", "teacher.pretrained=false", "--set", "mtl.pretrained=false", "--quiet"]     # random teacher: nothing is downloaded
 
 
 def cli(*args):
@@ -59,7 +59,7 @@ def state_of(run_dir):
 def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benchmark, tmp_path, monkeypatch):
     import cad_nb.runner as runner
     torch.set_num_threads(1)
-    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "rd_epochs=2"))
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "rd.epochs=2"))
     assert code == 0, err
     calls, rd_step = [], runner.rd_step
     def interrupted_step(*args, **kwargs):                      # Ctrl-C in the first batch of the second epoch
@@ -67,7 +67,7 @@ def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benc
         if len(calls) == 3: raise KeyboardInterrupt
         return rd_step(*args, **kwargs)
     monkeypatch.setattr(runner, "rd_step", interrupted_step)
-    args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "rd_epochs=2")
+    args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "rd.epochs=2")
     code, _, err = cli(*args)
     assert code == 130 and "the same command resumes" in one_line(err)
     assert state_of(tmp_path / "resumed")["epoch"] == 0                 # the first epoch is kept
@@ -80,14 +80,16 @@ def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benc
     records = [json.loads((tmp_path / d / "run.json").read_text()) for d in ("straight", "resumed")]
     assert records[0]["parameter_digests"] == records[1]["parameter_digests"] and records[1]["status"] == "complete"
     assert len(pd.read_csv(tmp_path / "resumed" / "history.csv")) == 2
-    code, _, err = cli(*args[:-2], "--set", "rd_epochs=3")                  # same folder, other settings: refused
-    assert code == 2 and "holds another run (its settings differ)" in one_line(err)
+    code, _, err = cli(*args[:-2], "--set", "rd.epochs=3")                  # same folder, other settings: refused
+    assert code == 2 and "holds another run (rd.epochs: 2 there, 3 here)" in one_line(err)
+    code, _, err = cli(*args, "--set", "mtl.steps=7", "--set", "runtime.device=cpu")   # what RD does not read: resumes
+    assert code == 0, err
 
 
 def test_run_folder_records_settings_and_provenance(run):
     record = json.loads((run / "run.json").read_text())
     assert record["method"] == "RD" and record["status"] == "complete" and record["world_size"] == 1
-    assert record["settings"]["pretrained"] is False and record["settings"]["image_size"] == 64
+    assert record["settings"]["teacher.pretrained"] is False and record["settings"]["data.image_size"] == 64
     assert record["weights"] == "randomly initialised (pretrained=False)"
     assert record["cad_nb"] and record["profile"] == "smoke"
     assert list(pd.read_csv(run / "history.csv").columns[:3]) == ["epoch", "lr", "loss"]
@@ -120,13 +122,14 @@ def test_test_then_predict_a_folder_with_a_corrupt_file(run, smoke_benchmark, tm
 
 
 BAD_TRAIN = [
-    (["--method", "patchcore"], 2, "unknown method 'patchcore'; known: cfrg, rd, padim"),
+    (["--method", "patchcore"], 2, "unknown method 'patchcore'; registered: CFRG, RD, PaDiM"),
     (["--category", "Nope"], 2, "--category Nope: not in"),
-    (["--set", "epoch=2"], 2, "has no setting 'epoch' (did you mean 'epochs'?)"),
-    (["--set", "epochs=two"], 2, "'epochs' takes an int"),
-    (["--set", "pretrained=maybe"], 2, "'pretrained' takes a bool"),
+    (["--set", "epochs=2"], 2, "no setting 'epochs'; settings are named section.key (did you mean cfrg.epochs or rd.epochs"),
+    (["--set", "rd.epoch=2"], 2, "no setting 'rd.epoch'"),
+    (["--set", "rd.epochs=two"], 2, "rd.epochs takes an integer"),
+    (["--set", "teacher.pretrained=maybe"], 2, "teacher.pretrained takes true or false"),
     (["--profile", "gpu"], 2, "--profile gpu: no profile 'gpu'"),
-    (["--set", "image_size=100"], 2, "image_size = 100 is not a multiple of 32"),        # a profile that cannot run
+    (["--set", "data.image_size=100"], 2, "data.image_size = 100 is not a multiple of 32"),        # a profile that cannot run
 ]
 
 
@@ -201,7 +204,7 @@ def _env(**extra):
 def test_torchrun_two_gloo_processes_end_with_the_same_parameters(smoke_benchmark, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "cad_nb.cli",
-           *map(str, train_args(smoke_benchmark, out, "--set", "device=cpu", "--set", "rd_epochs=2"))]
+           *map(str, train_args(smoke_benchmark, out, "--set", "runtime.device=cpu", "--set", "rd.epochs=2"))]
     res = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=_env(PYTHONPATH=str(REPO)))
     assert res.returncode == 0, res.stdout + res.stderr
     record = json.loads((out / "run.json").read_text())
@@ -271,7 +274,7 @@ def test_test_labels_come_from_the_folders_not_the_resized_masks(smoke_benchmark
         Image.fromarray(tiny.astype(np.uint8) * 255).save(s.mask_path)
     run = tmp_path / "padim"
     code, _, err = cli("train", "--method", "PaDiM", "--data-root", tmp_path / "data", "--category", category, "--out", run,
-                       *TINY, "--set", "test_mask_resize=nearest")
+                       *TINY, "--set", "data.mask_resize=nearest")
     assert code == 0, err
     code, out, err = cli("test", "--run", run)
     assert code == 0, err
@@ -282,9 +285,9 @@ def test_test_labels_come_from_the_folders_not_the_resized_masks(smoke_benchmark
 
 
 def test_benchmark_subsampling_never_applies_to_a_users_folder(smoke_benchmark, tmp_path):
-    "cfrg_max_train / cfrg_max_test budget the benchmark notebooks; `cad-nb` trains on and scores every image."
+    "bench.max_train / bench.max_test budget the benchmark notebooks; `cad-nb` trains on and scores every image."
     out, category = tmp_path / "rd", list_categories(smoke_benchmark)[0]
-    code, _, err = cli(*train_args(smoke_benchmark, out, "--set", "cfrg_max_train=2", "--set", "cfrg_max_test=2"))
+    code, _, err = cli(*train_args(smoke_benchmark, out, "--set", "bench.max_train=2", "--set", "bench.max_test=2"))
     assert code == 0, err
     code, _, err = cli("test", "--run", out)
     assert code == 0, err

@@ -14,13 +14,13 @@ def test_every_module_imports_without_nbdev_or_fastcore(tmp_path):
 
 
 def test_profiles_found_outside_a_checkout(tmp_path):
-    code = "from cad_nb.core import load_profile, find_settings; p = load_profile('paper'); print(find_settings(), p.epochs)"
+    code = "from cad_nb.settings import load_profile, find_settings; p = load_profile('paper'); print(find_settings(), p.cfrg.epochs)"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
     assert "cad_nb" in out and out.split()[-1] == "50"
 
 
 def test_profiles_share_their_settings():
-    from cad_nb.core import PROFILE_NAMES, load_profile
+    from cad_nb.settings import PROFILE_NAMES, load_profile
     keys = {n: set(load_profile(n).values) for n in PROFILE_NAMES}
-    assert keys["smoke"] == keys["cpu"] == keys["paper"]
-    assert load_profile("smoke").path("out_dir") != load_profile("cpu").path("out_dir")
+    assert keys["smoke"] == keys["cpu"] == keys["paper"] == keys["paper-smoke"]
+    assert load_profile("smoke").path("runtime.out_dir") != load_profile("cpu").path("runtime.out_dir")

@@ -33,7 +33,7 @@ def test_smoke_run_of_a_real_notebook_leaves_figures_alone():
 
 def test_failing_notebook_named_with_cell_and_others_still_run(tmp_path):
     (tmp_path / "nbs").mkdir()
-    (tmp_path / "settings.ini").write_text("[smoke]\nout_dir = out\nbenchmark = smoke\n")
+    (tmp_path / "settings.ini").write_text("[smoke]\nruntime.out_dir = out\ndata.benchmark = smoke\n")
     for name, code in [("01_fails", "1/0"), ("02_runs", "open('ran.txt', 'w').write(profile)")]:
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("profile = 'x'", metadata={"tags": ["parameters"]}),
                                              nbformat.v4.new_code_cell(code)])
