@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: reproduce real-data test export sync-check pytest nbtest clean-nbs venv
+.PHONY: reproduce real-data test export sync-check lint pytest nbtest clean-nbs venv
 
 venv: $(STAMP)
 
@@ -35,7 +35,11 @@ reproduce: $(STAMP)
 	  $(if $(wildcard $(REAL_DATA)),--real-data $(REAL_DATA))
 
 ## Everything CI checks.
-test: $(STAMP) sync-check pytest nbtest
+test: $(STAMP) sync-check lint pytest nbtest
+
+# The style gate (pyproject.toml, [tool.ruff]): line length, no `;` chains, complexity; library and notebooks.
+lint: $(STAMP)
+	$(BIN)/ruff check cad_nb nbs
 
 # Notebooks and cad_nb/ must agree: exporting must not change the library.
 sync-check: $(STAMP)

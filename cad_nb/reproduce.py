@@ -82,13 +82,21 @@ def _environ(**values):
             if v is None: os.environ.pop(k, None)
             else: os.environ[k] = v
 
+@contextmanager
+def _cwd(folder):
+    "Temporarily make `folder` this process's working folder."
+    old = os.getcwd()
+    os.chdir(folder)
+    try: yield
+    finally: os.chdir(old)
+
 def run_notebook(nb_path, out_path, parameters: dict, progress_bar=True) -> dict:
-    "Execute one notebook with papermill; return its status, seconds and error (if any)."
+    "Execute one notebook with papermill in this process's folder; return its status, seconds and error (if any)."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
     t0 = time.time(); result = dict(status="ok", executed=str(out_path))
     try:
-        pm.execute_notebook(str(nb_path), str(out_path), parameters=parameters, cwd=str(Path(nb_path).parent),
+        pm.execute_notebook(str(nb_path), str(out_path), parameters=parameters, cwd=None,   # see `reproduce`
                             kernel_name="python3", progress_bar=progress_bar, log_output=False)
     except PapermillExecutionError as e:
         first_line = next((l for l in (e.source or "").splitlines() if l.strip()), "")
@@ -181,7 +189,7 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
     real_data = str(Path(real_data).resolve()) if real_data else None
     cfg = load_profile(profile, settings, sets={"data.root": data_root, "runtime.device": device, "real.root": real_data})
     real_root = cfg.path("real.root") if cfg.real.root else None
-    nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)
+    nbs_dir = (Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)).resolve()
     notebooks = experiment_notebooks(nbs_dir, only)
     work = Path.cwd() if is_installed_settings(settings) else cfg.base        # never write into the installed package
     out_dir = Path(out).resolve() if out else _under(work, cfg.runtime.out_dir)
@@ -224,7 +232,10 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
             manifest["notebooks"][nb.stem] = res
             manifest_path.write_text(json.dumps(manifest, indent=2))
     threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None      # one lane's share of the cores
-    with _environ(CAD_NB_SETTINGS=settings_env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads), ThreadPoolExecutor(max(1, jobs)) as pool:
+    # Every kernel starts in the notebooks' folder, set once for the process: papermill's own `cwd` changes the
+    # process's folder around each run, which races between lanes (a kernel started in the wrong folder).
+    env = _environ(CAD_NB_SETTINGS=settings_env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    with env, _cwd(nbs_dir), ThreadPoolExecutor(max(1, jobs)) as pool:
         list(pool.map(one, range(1, len(order) + 1), order))
     manifest["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     manifest_path.write_text(json.dumps(manifest, indent=2))

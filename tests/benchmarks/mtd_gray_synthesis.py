@@ -4,7 +4,7 @@ MTD's tiles are grey; the anomalies CFRG and DeSTSeg train on blend DTD textures
 then find every synthesised anomaly from colour alone, a cue no real defect carries. This script measures the cue
 (the mean chroma, max - min over the channels, inside the synthesised masks against the real test images), then
 trains the methods again with `cfrg_texture_gray = true` (each texture's luminance blended instead of its colours)
-under notebook 22's protocol (epochs chosen on the validation images, patience `real_patience`), and writes their
+under notebook 22's protocol (epochs chosen on the validation images, patience `real.patience`), and writes their
 validation and test metrics beside notebook 22's rows (figures/mtd_results.csv, colour textures). A diagnosis:
 it scores the test split to explain a result, and changes no setting of the notebook.
 
@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cad_nb.core import load_profile, save_table, device_name, get_device, git_commit
+from cad_nb.core import save_table, device_name, get_device, git_commit
+from cad_nb.settings import load_profile
 from cad_nb.runner import category_datasets, make_teacher, run_method, split_validation, synthesizer, val_score
 from cad_nb.synthesis import SynthesisDataset
 
@@ -39,13 +40,13 @@ def main(argv=None):
     root = Path(a.real_data).resolve()
     cfg = load_profile(a.profile, real_data_root=str(root), cfrg_textures="dtd", cfrg_dtd_root=str(root / "dtd/images"),
                        destseg_seg_steps=load_profile(a.profile).real_destseg_seg_steps)
-    dev = get_device(cfg.device)
-    train_all, test_set = category_datasets(root / "mtd", "MTD", cfg.image_size, cfg.real_max_train, cfg.real_max_test, cfg.seed)
+    dev = get_device(cfg.runtime.device)
+    train_all, test_set = category_datasets(root / "mtd", "MTD", cfg.data.image_size, cfg.real.max_train, cfg.real.max_test, cfg.runtime.seed)
     rows = []
     for gray in (False, True):
         c = load_profile(a.profile, **{**cfg.values, "cfrg_texture_gray": gray})
-        train_set, val_set = split_validation(train_all, c.val_images, c)
-        synth = SynthesisDataset(train_set, synthesizer(c), seed=c.seed)
+        train_set, val_set = split_validation(train_all, c.real.val_images, c)
+        synth = SynthesisDataset(train_set, synthesizer(c), seed=c.runtime.seed)
         items = [synth[i] for i in range(0, len(synth), max(1, len(synth) // 64))]
         inside = chroma([x["augmented"] for x in items], [x["synth_mask"] for x in items])
         real = chroma([test_set[i]["image"] for i in range(0, len(test_set), max(1, len(test_set) // 64))])
@@ -54,7 +55,7 @@ def main(argv=None):
         for name in a.methods:
             t0 = time.time()
             r = run_method(name, c, train_set, test_set, make_teacher(c), f"mtd_gray_{name}", dev, progress=False,
-                           val_set=val_set, epochs=c.real_epochs, track_every=1, patience=c.real_patience)
+                           val_set=val_set, epochs=c.real.epochs, track_every=1, patience=c.real.patience)
             m = r["metrics"]
             rows.append(dict(method=f"{name}, grey textures", i_auroc=100 * m["i_auroc"], p_auroc=100 * m["p_auroc"],
                              ap=100 * m["p_ap"], aupro=100 * m["aupro"], val_score=val_score(r["val_metrics"]),
@@ -66,7 +67,7 @@ def main(argv=None):
             rows.append(dict(method=f"{name}, colour textures (notebook 22)",
                              **{k: colour.loc[name, k] for k in ("i_auroc", "p_auroc", "ap", "aupro")}))
     table = pd.DataFrame(rows).set_index("method")
-    note = (f"Magnetic Tile Defects, notebook 22's protocol (profile {a.profile}, {cfg.image_size} px, DTD textures, epochs "
+    note = (f"Magnetic Tile Defects, notebook 22's protocol (profile {a.profile}, {cfg.data.image_size} px, DTD textures, epochs "
             f"chosen on validation). Grey rows: cfrg_texture_gray = true, this script; colour rows: figures/mtd_results.csv. "
             f"Device {device_name(dev)}, commit {git_commit()}.")
     print(save_table(table, a.out, "mtd_gray_synthesis", floatfmt=".3f", note=note).round(2).to_string())
