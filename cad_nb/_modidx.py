@@ -556,6 +556,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                   'cad_nb.synthetic.make_car_image': ('synthetic.html#make_car_image', 'cad_nb/synthetic.py'),
                                   'cad_nb.synthetic.make_image': ('synthetic.html#make_image', 'cad_nb/synthetic.py')},
             'cad_nb.train': { 'cad_nb.train._loader': ('train.html#_loader', 'cad_nb/train.py'),
+                              'cad_nb.train._resume': ('train.html#_resume', 'cad_nb/train.py'),
                               'cad_nb.train.amp_dtype': ('train.html#amp_dtype', 'cad_nb/train.py'),
                               'cad_nb.train.autocast': ('train.html#autocast', 'cad_nb/train.py'),
                               'cad_nb.train.cleanup_distributed': ('train.html#cleanup_distributed', 'cad_nb/train.py'),

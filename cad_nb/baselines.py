@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cfrg import (MapStyle, Teacher, OneClassBottleneck, RecoveryDecoder, check_input_size, discrepancy_map,
-                         global_cosine_loss)
+from cad_nb.cfrg import (
+    MapStyle,
+    Teacher,
+    OneClassBottleneck,
+    RecoveryDecoder,
+    check_input_size,
+    discrepancy_map,
+    global_cosine_loss,
+)
 
 # %% auto #0
 __all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim']
@@ -18,42 +25,72 @@ __all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim']
 # %% ../nbs/07_baselines.ipynb #e2a9c22d
 class ReverseDistillation(nn.Module):
     "RD4AD: frozen teacher -> one-class bottleneck -> decoder rebuilding the teacher's features."
-    def __init__(self, teacher="wide_resnet50_2.tv_in1k", pretrained=True, teacher_weights=None, bottleneck_blocks=3,
-                 decoder_blocks=(3, 4, 6), map_style=None, width=1.0, code_stride=32):
+
+    def __init__(
+        self,
+        teacher="wide_resnet50_2.tv_in1k",
+        pretrained=True,
+        teacher_weights=None,
+        bottleneck_blocks=3,
+        decoder_blocks=(3, 4, 6),
+        map_style=None,
+        width=1.0,
+        code_stride=32,
+    ):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         self.bottleneck = OneClassBottleneck(self.teacher.channels, bottleneck_blocks, width, code_stride)
-        self.decoder = RecoveryDecoder(self.teacher.channels, self.bottleneck.out_channels, decoder_blocks, width, code_stride)
+        self.decoder = RecoveryDecoder(
+            self.teacher.channels, self.bottleneck.out_channels, decoder_blocks, width, code_stride
+        )
         self.map_style = map_style or MapStyle()
+
     def forward(self, x) -> dict:
         check_input_size(x)
         t = self.teacher(x)
         return dict(t=t, r=self.decoder(self.bottleneck(t)), size=x.shape[-2:])
+
     @torch.no_grad()
     def predict(self, images):
         "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
         out = self(images)
         return self.map_style.scores(discrepancy_map(out["t"], out["r"], out["size"], self.map_style))
 
+
 def rd_step(model, batch, device) -> dict:
     "RD's training step on normal images: the global cosine loss between teacher and decoder."
     images = batch["image"].to(device, non_blocking=True)
-    if images.is_cuda: images = images.contiguous(memory_format=torch.channels_last)
+    if images.is_cuda:
+        images = images.contiguous(memory_format=torch.channels_last)
     out = model(images)
     return dict(loss=global_cosine_loss(out["t"], out["r"]))
 
 # %% ../nbs/07_baselines.ipynb #562e8e62
 class PaDiM(nn.Module):
     "PaDiM: per-position Gaussians over a random subset of the teacher's concatenated features."
-    def __init__(self, teacher="wide_resnet50_2.tv_in1k", pretrained=True, teacher_weights=None, n_features=None, seed=0, map_style=None):
+
+    def __init__(
+        self,
+        teacher="wide_resnet50_2.tv_in1k",
+        pretrained=True,
+        teacher_weights=None,
+        n_features=None,
+        seed=0,
+        map_style=None,
+    ):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         total = sum(self.teacher.channels)
         d = n_features or (550 if total > 1000 else 100)
-        if not 0 < d <= total: raise ValueError(f"n_features={d} must be in 1..{total} (the teacher's channels)")
-        self.register_buffer("index", torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:d].sort().values)
-        self.register_buffer("mean", torch.empty(0)); self.register_buffer("inv_cov", torch.empty(0))
+        if not 0 < d <= total:
+            raise ValueError(f"n_features={d} must be in 1..{total} (the teacher's channels)")
+        self.register_buffer(
+            "index", torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:d].sort().values
+        )
+        self.register_buffer("mean", torch.empty(0))
+        self.register_buffer("inv_cov", torch.empty(0))
         self.map_style = map_style or MapStyle()
+
     def embed(self, x):
         "B x d x h x w embedding at the finest tapped scale."
         check_input_size(x)
@@ -61,35 +98,44 @@ class PaDiM(nn.Module):
         size = feats[0].shape[-2:]
         e = torch.cat([F.interpolate(f, size=size, mode="nearest") for f in feats], 1)
         return e[:, self.index]
+
     @torch.no_grad()
     def fit_gaussians(self, batches, device="cpu"):
         "Fit the per-position Gaussians from an iterable of [0,1] image batches of normal images."
         n, s, ss = 0, None, None
         for images in batches:
-            e = self.embed(images.to(device)).double().flatten(2).permute(2, 0, 1)       # P x B x d
-            if s is None: s, ss = e.new_zeros(e.shape[0], e.shape[2]), e.new_zeros(e.shape[0], e.shape[2], e.shape[2])
-            s += e.sum(1); ss.baddbmm_(e.transpose(1, 2), e)                           # in place: P x d x d is large
+            e = self.embed(images.to(device)).double().flatten(2).permute(2, 0, 1)  # P x B x d
+            if s is None:
+                s, ss = e.new_zeros(e.shape[0], e.shape[2]), e.new_zeros(e.shape[0], e.shape[2], e.shape[2])
+            s += e.sum(1)
+            ss.baddbmm_(e.transpose(1, 2), e)  # in place: P x d x d is large
             n += e.shape[1]
-        if n < 2: raise ValueError(f"PaDiM needs at least 2 normal training images, got {n}")
+        if n < 2:
+            raise ValueError(f"PaDiM needs at least 2 normal training images, got {n}")
         mean = s / n
-        cov = ss.baddbmm_(mean[:, :, None], mean[:, None, :], alpha=-n).div_(n - 1)     # reuses the sums' memory
+        cov = ss.baddbmm_(mean[:, :, None], mean[:, None, :], alpha=-n).div_(n - 1)  # reuses the sums' memory
         cov.diagonal(dim1=1, dim2=2).add_(0.01)
         self.mean, self.inv_cov = mean.float(), cov.new_empty(cov.shape, dtype=torch.float32)
-        for i in range(0, len(cov), 256): self.inv_cov[i:i + 256] = torch.linalg.inv(cov[i:i + 256])   # in chunks
+        for i in range(0, len(cov), 256):
+            self.inv_cov[i : i + 256] = torch.linalg.inv(cov[i : i + 256])  # in chunks
         return self
+
     @torch.no_grad()
     def predict(self, images):
         "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
-        if self.mean.numel() == 0: raise RuntimeError("PaDiM is not fitted: call fit_gaussians first")
+        if self.mean.numel() == 0:
+            raise RuntimeError("PaDiM is not fitted: call fit_gaussians first")
         e = self.embed(images)
         b, d, h, w = e.shape
-        diff = e.flatten(2).permute(2, 0, 1) - self.mean[:, None]                        # P x B x d
+        diff = e.flatten(2).permute(2, 0, 1) - self.mean[:, None]  # P x B x d
         dist = torch.einsum("pbi,pij,pbj->pb", diff, self.inv_cov, diff).clamp_min(0).sqrt()
         return self.map_style.scores(self.map_style.upsample(dist.T.reshape(b, 1, h, w), images.shape[-2:]))
+
 
 def fit_padim(model: PaDiM, dataset, batch_size=16, device="cpu", workers=0) -> PaDiM:
     "Fit PaDiM on the normal images of `dataset` (items with key 'image')."
     from torch.utils.data import DataLoader
+
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     return model.fit_gaussians((b["image"] for b in loader), device)

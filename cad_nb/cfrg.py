@@ -29,41 +29,69 @@ __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE'
 STRIDES = (4, 8, 16)
 
 # %% ../nbs/06_cfrg.ipynb #a98eea3f
-RANDOM_TEACHER_NOTE = "NOTE: the teacher network is randomly initialised (no pretrained weights were available); numbers are not comparable to an ImageNet-pretrained teacher."
+RANDOM_TEACHER_NOTE = (
+    "NOTE: the teacher network is randomly initialised (no pretrained weights were available); "
+    "numbers are not comparable to an ImageNet-pretrained teacher."
+)
+
 
 class Teacher(nn.Module):
     "A frozen backbone tapped at `strides`, always in eval mode; `weights` says where its weights came from."
+
     def __init__(self, name="wide_resnet50_2.tv_in1k", pretrained=True, weights_path=None, strides=STRIDES):
         super().__init__()
         self.backbone = FeatureBackbone(name, strides, pretrained=pretrained, weights=weights_path)
         self.weights = self.backbone.weights
         self.channels = self.backbone.channels
-        self.requires_grad_(False); self.eval()
+        self.requires_grad_(False)
+        self.eval()
+
     @property
-    def is_random(self) -> bool: return self.weights.startswith("randomly initialised")
-    def train(self, mode: bool = True): return super().train(False)
-    def forward(self, x): return self.backbone(x)
+    def is_random(self) -> bool:
+        return self.weights.startswith("randomly initialised")
+
+    def train(self, mode: bool = True):
+        return super().train(False)
+
+    def forward(self, x):
+        return self.backbone(x)
 
 # %% ../nbs/06_cfrg.ipynb #dd4f854a
 def conv_bn_relu(cin, cout, k=3, stride=1, bias=False):
     "Conv (no bias unless asked) + BatchNorm + ReLU."
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
+
 
 class Adapter(nn.Sequential):
-    "Student-to-teacher channel adapter at the student's width until the last 1x1: dw3x3, 1x1, BN, ReLU, 3x3, 1x1 to `cout`, BN, ReLU."
+    """Student-to-teacher channel adapter at the student's width until the last 1x1: dw3x3, 1x1, BN, ReLU, 3x3, 1x1
+    to `cout`, BN, ReLU."""
+
     def __init__(self, cin, cout):
-        super().__init__(nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.Conv2d(cin, cin, 1, bias=False),
-                         nn.BatchNorm2d(cin), nn.ReLU(inplace=True),
-                         nn.Conv2d(cin, cin, 3, 1, 1, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False),
+            nn.Conv2d(cin, cin, 1, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cin, 3, 1, 1, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        )
+
 
 class Student(nn.Module):
     "A backbone (from scratch by default) whose taps are adapted to `out_channels`."
+
     def __init__(self, name="efficientnet_b0", out_channels=(256, 512, 1024), pretrained=False):
         super().__init__()
         self.backbone = FeatureBackbone(name, STRIDES, pretrained=pretrained)
         self.adapters = nn.ModuleList(Adapter(c, o) for c, o in zip(self.backbone.channels, out_channels))
-    def forward(self, x): return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+
+    def forward(self, x):
+        return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
+
 
 def count_params(module: nn.Module, trainable=False) -> int:
     "Number of parameters of `module` (only those with `requires_grad` when `trainable`)."
@@ -71,27 +99,47 @@ def count_params(module: nn.Module, trainable=False) -> int:
 
 # %% ../nbs/06_cfrg.ipynb #b0c0c9e6
 def init_kaiming(module: nn.Module) -> nn.Module:
-    "Kaiming-normal (fan_out, ReLU) `Conv2d`s, BatchNorm weight 1 and bias 0 (torchvision's ResNet init; transposed convs keep PyTorch's)."
+    """Kaiming-normal (fan_out, ReLU) `Conv2d`s, BatchNorm weight 1 and bias 0 (torchvision's ResNet init;
+    transposed convs keep PyTorch's)."""
     for m in module.modules():
-        if isinstance(m, nn.Conv2d): nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return module
 
+
 class Bottleneck(nn.Module):
-    "torchvision's bottleneck block at width `mid`; `stride=2` halves the size at the 3x3, `up=True` doubles it with 2x2 transposed convs (RD4AD)."
+    """torchvision's bottleneck block at width `mid`; `stride=2` halves the size at the 3x3, `up=True` doubles it
+    with 2x2 transposed convs (RD4AD)."""
+
     def __init__(self, cin, cout, mid, stride=1, up=False):
         super().__init__()
         middle = nn.ConvTranspose2d(mid, mid, 2, 2, bias=False) if up else nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-        self.body = nn.Sequential(conv_bn_relu(cin, mid, 1), middle, nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-                                  nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout))
-        shortcut = nn.ConvTranspose2d(cin, cout, 2, 2, bias=False) if up else nn.Conv2d(cin, cout, 1, stride, bias=False)
-        self.skip = nn.Identity() if cin == cout and stride == 1 and not up else nn.Sequential(shortcut, nn.BatchNorm2d(cout))
-    def forward(self, x): return F.relu(self.body(x) + self.skip(x))
+        self.body = nn.Sequential(
+            conv_bn_relu(cin, mid, 1),
+            middle,
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        shortcut = (
+            nn.ConvTranspose2d(cin, cout, 2, 2, bias=False) if up else nn.Conv2d(cin, cout, 1, stride, bias=False)
+        )
+        self.skip = (
+            nn.Identity() if cin == cout and stride == 1 and not up else nn.Sequential(shortcut, nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x):
+        return F.relu(self.body(x) + self.skip(x))
+
 
 class OneClassBottleneck(nn.Module):
-    "RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2, unless `code_stride=16`) to `2 c3 width` channels at 1/`code_stride`."
+    """RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2, unless
+    `code_stride=16`) to `2 c3 width` channels at 1/`code_stride`."""
+
     def __init__(self, channels, n_blocks=3, width=1.0, code_stride=32):
         super().__init__()
         c1, c2, c3 = channels
@@ -102,65 +150,95 @@ class OneClassBottleneck(nn.Module):
         self.blocks = nn.Sequential(first, *[Bottleneck(out, out, mid) for _ in range(n_blocks - 1)])
         self.out_channels = out
         init_kaiming(self)
+
     def forward(self, feats):
         f1, f2, f3 = feats
         return self.blocks(torch.cat([self.down1(f1), self.down2(f2), f3], 1))
 
+
 def check_code_stride(code_stride) -> int:
-    "The bottleneck code's stride: 32 (RD4AD: 1/32 of the image) or 16 (one downsampling fewer, four times the code cells)."
-    if code_stride not in (16, 32): raise ValueError(f"code_stride = {code_stride!r}: choose 32 (the release's 1/32 code) or 16")
+    """The bottleneck code's stride: 32 (RD4AD: 1/32 of the image) or 16 (one downsampling fewer, four times the
+    code cells)."""
+    if code_stride not in (16, 32):
+        raise ValueError(f"code_stride = {code_stride!r}: choose 32 (the release's 1/32 code) or 16")
     return code_stride
+
 
 def stage_blocks(n_blocks) -> tuple:
     "Blocks per decoder stage: three positive counts, or one count for every stage."
     n = (n_blocks,) * 3 if isinstance(n_blocks, int) else tuple(int(b) for b in n_blocks)
-    if len(n) == 1: n = n * 3                                    # one count in a list: every stage
-    if len(n) != 3 or min(n) < 1: raise ValueError(f"decoder blocks {n_blocks!r}: give one count per stage (e.g. 3, 4, 6) or one count, each >= 1")
+    if len(n) == 1:
+        n = n * 3  # one count in a list: every stage
+    if len(n) != 3 or min(n) < 1:
+        raise ValueError(
+            f"decoder blocks {n_blocks!r}: give one count per stage (e.g. 3, 4, 6) or one count, each >= 1"
+        )
     return n
 
+
 class RecoveryDecoder(nn.Module):
-    "RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block (the first a plain one for a 1/16 code) then plain ones, inner width `width` x half the output."
+    """RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block (the first a plain one
+    for a 1/16 code) then plain ones, inner width `width` x half the output."""
+
     def __init__(self, channels, in_channels=None, n_blocks=(3, 4, 6), width=1.0, code_stride=32):
         super().__init__()
         c1, c2, c3 = channels
         mid = lambda cout: max(1, round(cout // 2 * width))
-        stage = lambda cin, cout, n, up: nn.Sequential(Bottleneck(cin, cout, mid(cout), up=up), *[Bottleneck(cout, cout, mid(cout)) for _ in range(n - 1)])
+        stage = lambda cin, cout, n, up: nn.Sequential(
+            Bottleneck(cin, cout, mid(cout), up=up), *[Bottleneck(cout, cout, mid(cout)) for _ in range(n - 1)]
+        )
         ups = (check_code_stride(code_stride) == 32, True, True)
-        self.stages = nn.ModuleList(stage(i, o, n, up) for i, o, n, up in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks), ups))
+        self.stages = nn.ModuleList(
+            stage(i, o, n, up)
+            for i, o, n, up in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks), ups)
+        )
         init_kaiming(self)
+
     def forward(self, code):
         outs = []
-        for stage in self.stages: code = stage(code); outs.append(code)
-        return outs[::-1]                                     # [R1, R2, R3], finest first
+        for stage in self.stages:
+            code = stage(code)
+            outs.append(code)
+        return outs[::-1]  # [R1, R2, R3], finest first
+
 
 def check_input_size(x, multiple=32):
     "Clear error for images whose sides are not multiples of `multiple` (the 1/32 bottleneck needs them)."
     h, w = x.shape[-2:]
-    if h % multiple or w % multiple: raise ValueError(f"image size {h}x{w} must be a multiple of {multiple} (set image_size to e.g. 256)")
+    if h % multiple or w % multiple:
+        raise ValueError(f"image size {h}x{w} must be a multiple of {multiple} (set image_size to e.g. 256)")
 
 # %% ../nbs/06_cfrg.ipynb #5741228e
 def cosine_distance(a, b) -> torch.Tensor:
     "Per-pixel `1 - cos` over channels of two B x C x H x W maps, as B x 1 x H x W."
     return 1 - F.cosine_similarity(a.float(), b.float(), dim=1).unsqueeze(1)
 
+
 class UpBlock(nn.Module):
-    "U-Net up-block: 4x4 stride-2 transposed conv to `cout`, concat an optional skip of `skip` channels, then twice (3x3 conv with bias, BN, ReLU)."
+    """U-Net up-block: 4x4 stride-2 transposed conv to `cout`, concat an optional skip of `skip` channels, then
+    twice (3x3 conv with bias, BN, ReLU)."""
+
     def __init__(self, cin, cout, skip=0):
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, 4, 2, 1)
         self.convs = nn.Sequential(conv_bn_relu(cout + skip, cout, bias=True), conv_bn_relu(cout, cout, bias=True))
+
     def forward(self, x, skip=None):
         x = self.up(x)
         return self.convs(x if skip is None else torch.cat([x, skip], 1))
 
+
 class SegmentationHead(nn.Module):
-    "The release's U-Net from weighted features at 1/4, 1/8, 1/16 to full-resolution logits; `width`, `width / 2` for the two skip-free blocks."
+    """The release's U-Net from weighted features at 1/4, 1/8, 1/16 to full-resolution logits; `width`, `width / 2`
+    for the two skip-free blocks."""
+
     def __init__(self, channels, width=128):
         super().__init__()
         c1, c2, c3 = channels
         self.up1, self.up2 = UpBlock(c3, c2, skip=c2), UpBlock(c2, c1, skip=c1)
         self.up3, self.up4 = UpBlock(c1, width), UpBlock(width, width // 2)
         self.out = nn.Conv2d(width // 2, 1, 3, 1, 1)
+
     def forward(self, feats):
         f1, f2, f3 = feats
         return self.out(self.up4(self.up3(self.up2(self.up1(f3, f2), f1))))
@@ -168,62 +246,95 @@ class SegmentationHead(nn.Module):
 # %% ../nbs/06_cfrg.ipynb #f3cb6938
 BLUR_PADDING = ("mirror", "reflect")
 
+
 def pad_edges(x, pad: int, dim: int, mode="mirror") -> torch.Tensor:
-    "Pad both ends of `dim` by `pad` as scipy.ndimage names it: 'mirror' (c b | a b c) or 'reflect' (b a | a b c, edge repeated)."
-    if pad == 0: return x
+    """Pad both ends of `dim` by `pad` as scipy.ndimage names it: 'mirror' (c b | a b c) or 'reflect' (b a | a b c,
+    edge repeated)."""
+    if pad == 0:
+        return x
     start, n = int(mode == "mirror"), x.shape[dim]
     return torch.cat([x.narrow(dim, start, pad).flip(dim), x, x.narrow(dim, n - pad - start, pad).flip(dim)], dim)
 
+
 def check_padding(padding: str) -> str:
     "`padding` if it is one of `BLUR_PADDING`, else a clear error."
-    if padding not in BLUR_PADDING: raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
+    if padding not in BLUR_PADDING:
+        raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
     return padding
 
+
 def gaussian_blur(maps, sigma=4.0, padding="mirror") -> torch.Tensor:
-    "Separable Gaussian blur of B x 1 x H x W maps truncated at 4 sigma (scipy's `gaussian_filter`); kernel cut (renormalised) on tiny maps."
+    """Separable Gaussian blur of B x 1 x H x W maps truncated at 4 sigma (scipy's `gaussian_filter`); kernel cut
+    (renormalised) on tiny maps."""
     check_padding(padding)
-    if sigma <= 0: return maps
+    if sigma <= 0:
+        return maps
     radius = int(4 * sigma + 0.5)
     xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-xs ** 2 / (2 * sigma ** 2))
+    k = torch.exp(-(xs**2) / (2 * sigma**2))
     for dim, shape in ((3, (1, 1, 1, -1)), (2, (1, 1, -1, 1))):
         pad = min(radius, maps.shape[dim] - (padding == "mirror"))
-        taps = k[radius - pad: radius + pad + 1]
+        taps = k[radius - pad : radius + pad + 1]
         maps = F.conv2d(pad_edges(maps, pad, dim, padding), (taps / taps.sum()).view(shape))
     return maps
 
+
 @dataclass(frozen=True)
 class MapStyle:
-    "How per-scale discrepancies become a map: bilinear upsampling's `align_corners`, the Gaussian's `sigma` and edge `padding`."
+    """How per-scale discrepancies become a map: bilinear upsampling's `align_corners`, the Gaussian's `sigma` and
+    edge `padding`."""
+
     sigma: float = 4.0
     padding: str = "mirror"
     align_corners: bool = False
-    def __post_init__(self): check_padding(self.padding)
-    def upsample(self, x, size) -> torch.Tensor: return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
+
+    def __post_init__(self):
+        check_padding(self.padding)
+
+    def upsample(self, x, size) -> torch.Tensor:
+        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
+
     def scores(self, maps):
         "Smooth B x 1 x H x W maps; return (maps B x H x W, image scores = max of each map)."
         maps = gaussian_blur(maps.float(), self.sigma, self.padding)[:, 0]
         return maps, maps.flatten(1).amax(1)
 
+
 RELEASE_MAP_STYLE = MapStyle(sigma=4.0, padding="reflect", align_corners=True)
+
 
 def discrepancy_map(targets, preds, size, style=MapStyle()) -> torch.Tensor:
     "Sum over scales of the per-pixel `1 - cos`, each upsampled (bilinear) to `size`: B x 1 x H x W."
     return sum(style.upsample(cosine_distance(t, p), size) for t, p in zip(targets, preds))
 
+
 def cfrg_anomaly_map(out: dict, style=MapStyle()):
-    "CFRG's (maps, scores) from a forward's output: recovery (or, without it, student) discrepancy + sigmoid(head), smoothed."
+    """CFRG's (maps, scores) from a forward's output: recovery (or, without it, student) discrepancy +
+    sigmoid(head), smoothed."""
     partner = out["r"] if "r" in out else out["s"]
     m = discrepancy_map(out["t_a"], partner, out["size"], style)
-    if "logits" in out: m = m + torch.sigmoid(out["logits"].float())
+    if "logits" in out:
+        m = m + torch.sigmoid(out["logits"].float())
     return style.scores(m)
 
 # %% ../nbs/06_cfrg.ipynb #86743c11
 class CFRG(nn.Module):
     "Teacher + student/adapters + recovery (bottleneck, decoder) + segmentation head; the release's sizes by default."
-    def __init__(self, teacher="wide_resnet50_2.tv_in1k", student="efficientnet_b0", pretrained=True, teacher_weights=None,
-                 recovery=True, segmentation=True, recovery_weight=True, head_width=128, bottleneck_blocks=3,
-                 decoder_blocks=(3, 4, 6), map_style=None):
+
+    def __init__(
+        self,
+        teacher="wide_resnet50_2.tv_in1k",
+        student="efficientnet_b0",
+        pretrained=True,
+        teacher_weights=None,
+        recovery=True,
+        segmentation=True,
+        recovery_weight=True,
+        head_width=128,
+        bottleneck_blocks=3,
+        decoder_blocks=(3, 4, 6),
+        map_style=None,
+    ):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         ch = self.teacher.channels
@@ -232,21 +343,29 @@ class CFRG(nn.Module):
         if recovery:
             self.bottleneck = OneClassBottleneck(ch, bottleneck_blocks)
             self.decoder = RecoveryDecoder(ch, self.bottleneck.out_channels, decoder_blocks)
-        if segmentation: self.head = SegmentationHead(ch, head_width)
+        if segmentation:
+            self.head = SegmentationHead(ch, head_width)
         self.map_style = map_style or MapStyle()
-    def recover(self, feats): return self.decoder(self.bottleneck(feats))
+
+    def recover(self, feats):
+        return self.decoder(self.bottleneck(feats))
+
     def forward(self, x_a, x_n=None) -> dict:
         check_input_size(x_a)
         out = dict(t_a=self.teacher(x_a), size=x_a.shape[-2:])
         out["s"] = self.student(x_a)
-        if self.recovery: out["r"] = self.recover(out["t_a"])
+        if self.recovery:
+            out["r"] = self.recover(out["t_a"])
         if x_n is not None:
-            with torch.no_grad(): out["t_n"] = self.teacher(x_n)
+            with torch.no_grad():
+                out["t_n"] = self.teacher(x_n)
         if self.segmentation:
             weights = [cosine_distance(t, s) for t, s in zip(out["t_a"], out["s"])]
-            if self.recovery_weight: weights = [w * cosine_distance(t, r) for w, t, r in zip(weights, out["t_a"], out["r"])]
+            if self.recovery_weight:
+                weights = [w * cosine_distance(t, r) for w, t, r in zip(weights, out["t_a"], out["r"])]
             out["logits"] = self.head([w * t for w, t in zip(weights, out["t_a"])])
         return out
+
     @torch.no_grad()
     def predict(self, images):
         "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images, made as `self.map_style` says."
@@ -255,23 +374,36 @@ class CFRG(nn.Module):
 # %% ../nbs/06_cfrg.ipynb #fd80c243
 def global_cosine_loss(targets, preds) -> torch.Tensor:
     "RD's loss: sum over scales of the batch mean of 1 - cos between each sample's flattened maps."
-    return sum((1 - F.cosine_similarity(t.float().flatten(1), p.float().flatten(1), dim=1)).mean() for t, p in zip(targets, preds))
+    return sum(
+        (1 - F.cosine_similarity(t.float().flatten(1), p.float().flatten(1), dim=1)).mean()
+        for t, p in zip(targets, preds)
+    )
+
 
 def push_pull_loss(teacher_feats, student_feats, mask, push=True) -> torch.Tensor:
     "L_dis: pull student to teacher on normal pixels (1 - cos), push apart inside `mask` (cos)."
     terms = []
     for t, s in zip(teacher_feats, student_feats):
-        c = F.interpolate(F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1), size=mask.shape[-2:], mode="bilinear", align_corners=False)
+        c = F.interpolate(
+            F.cosine_similarity(t.float(), s.float(), dim=1).unsqueeze(1),
+            size=mask.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
         term = (1 - mask) * (1 - c)
-        if push: term = term + mask * c
+        if push:
+            term = term + mask * c
         terms.append(term.mean())
     return sum(terms) / len(terms)
 
+
 class CFRGLoss(nn.Module):
     "L_all = w_dis L_dis + w_rec L_rec + w_bce L_bce; returns a dict of the total and each term."
+
     def __init__(self, w_dis=1.0, w_rec=1.0, w_bce=1.0, push=True):
         super().__init__()
         self.w_dis, self.w_rec, self.w_bce, self.push = w_dis, w_rec, w_bce, push
+
     def forward(self, out: dict, mask) -> dict:
         zero = out["t_a"][0].new_zeros(()).float()
         dis = push_pull_loss(out["t_a"], out["s"], mask, self.push)
@@ -284,20 +416,35 @@ def cfrg_step(model, batch, device, criterion=None) -> dict:
     "One CFRG training step's losses for a batch with keys image, augmented, synth_mask."
     normal, anomalous = batch["image"].to(device, non_blocking=True), batch["augmented"].to(device, non_blocking=True)
     mask = batch["synth_mask"].to(device, non_blocking=True).float()
-    if anomalous.is_cuda: normal, anomalous = (v.contiguous(memory_format=torch.channels_last) for v in (normal, anomalous))
+    if anomalous.is_cuda:
+        normal, anomalous = (v.contiguous(memory_format=torch.channels_last) for v in (normal, anomalous))
     return (criterion or CFRGLoss())(model(anomalous, normal), mask)
 
 # %% ../nbs/06_cfrg.ipynb #c85fed52
-RELEASE_CFRG_PARAMS = {"student (stem + blocks 0..10)": 851_808, "adapters": 294_032, "one-class bottleneck": 58_885_120,
-                       "recovery decoder": 24_917_504, "segmentation U-Net": 20_364_417, "gets a gradient in a step": 105_312_881}
+RELEASE_CFRG_PARAMS = {
+    "student (stem + blocks 0..10)": 851_808,
+    "adapters": 294_032,
+    "one-class bottleneck": 58_885_120,
+    "recovery decoder": 24_917_504,
+    "segmentation U-Net": 20_364_417,
+    "gets a gradient in a step": 105_312_881,
+}
+
 
 def params_with_gradient(model: nn.Module) -> int:
     "Parameters that received a gradient in the last backward pass."
     return sum(p.numel() for p in model.parameters() if p.grad is not None)
 
+
 def cfrg_param_table(model: CFRG) -> dict:
-    "Parameters per trained module after a backward pass, named as in `RELEASE_CFRG_PARAMS` (a switched-off branch counts 0)."
+    """Parameters per trained module after a backward pass, named as in `RELEASE_CFRG_PARAMS` (a switched-off branch
+    counts 0)."""
     part = lambda name: count_params(getattr(model, name)) if hasattr(model, name) else 0
-    return {"student (stem + blocks 0..10)": count_params(model.student.backbone), "adapters": count_params(model.student.adapters),
-            "one-class bottleneck": part("bottleneck"), "recovery decoder": part("decoder"), "segmentation U-Net": part("head"),
-            "gets a gradient in a step": params_with_gradient(model)}
+    return {
+        "student (stem + blocks 0..10)": count_params(model.student.backbone),
+        "adapters": count_params(model.student.adapters),
+        "one-class bottleneck": part("bottleneck"),
+        "recovery decoder": part("decoder"),
+        "segmentation U-Net": part("head"),
+        "gets a gradient in a step": params_with_gradient(model),
+    }

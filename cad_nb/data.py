@@ -23,19 +23,25 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 TYPES_FILE = "defect_types.json"
 
+
 class DatasetError(ValueError):
     "A problem with a dataset folder or file; the message names the file."
+
 
 @dataclass(frozen=True)
 class Sample:
     "One image of a category: where it and its mask are, its split and its defect types (empty if good)."
+
     image_path: Path
     mask_path: Path | None
     category: str
     split: str
     defect_types: tuple = ()
+
     @property
-    def label(self) -> int: return int(len(self.defect_types) > 0)
+    def label(self) -> int:
+        return int(len(self.defect_types) > 0)
+
 
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
@@ -44,32 +50,47 @@ def _images(folder: Path) -> list[Path]:
 def detect_layout(category_dir) -> str:
     "'mvtec' or '3cad' for a category folder, from how its masks are named."
     cdir = Path(category_dir)
-    if not ((cdir/"train").is_dir() or (cdir/"test").is_dir()):
-        raise DatasetError(f"layout not recognised: {cdir} has neither train/ nor test/ (expected 3CAD or MVTec AD folders)")
-    gt = cdir/"ground_truth"
+    if not ((cdir / "train").is_dir() or (cdir / "test").is_dir()):
+        raise DatasetError(
+            f"layout not recognised: {cdir} has neither train/ nor test/ (expected 3CAD or MVTec AD folders)"
+        )
+    gt = cdir / "ground_truth"
     masks = [p for d in sorted(gt.iterdir()) if d.is_dir() for p in _images(d)] if gt.is_dir() else []
-    if not masks: return "3cad"
+    if not masks:
+        return "3cad"
     n_suffixed = sum(p.stem.endswith("_mask") for p in masks)
-    if n_suffixed == len(masks): return "mvtec"
-    if n_suffixed == 0: return "3cad"
+    if n_suffixed == len(masks):
+        return "mvtec"
+    if n_suffixed == 0:
+        return "3cad"
     raise DatasetError(f"layout not recognised: {gt} mixes masks named '<stem>_mask' (MVTec AD) and '<stem>' (3CAD)")
 
+
 RAW_LAYOUTS = {"MT_Free/Imgs": "mtd", "data.yaml": "car_damage", "images/banded": "dtd"}
+
 
 def raw_layout_hint(root) -> str:
     "'; it looks like ...' naming the `cad-nb data get` that converts `root`, when it is a raw public dataset."
     for marker, name in RAW_LAYOUTS.items():
         if any((d / marker).exists() for d in (Path(root), *Path(root).glob("*"))):
-            return f"; it looks like the raw {name} dataset: convert it with `cad-nb data get {name} --from {root} --out DIR`"
+            return (
+                f"; it looks like the raw {name} dataset: convert it with "
+                f"`cad-nb data get {name} --from {root} --out DIR`"
+            )
     return ""
+
 
 def list_categories(root) -> list[str]:
     "Names of the category folders (those with train/ or test/) under `root`."
     root = Path(root)
-    if not root.is_dir(): raise DatasetError(f"dataset root not found: {root}")
-    cats = sorted(d.name for d in root.iterdir() if d.is_dir() and ((d/"train").is_dir() or (d/"test").is_dir()))
-    if not cats: raise DatasetError(f"no categories in {root}: expected <root>/<Category>/train|test/... "
-                                    f"(3CAD or MVTec AD layout){raw_layout_hint(root)}")
+    if not root.is_dir():
+        raise DatasetError(f"dataset root not found: {root}")
+    cats = sorted(d.name for d in root.iterdir() if d.is_dir() and ((d / "train").is_dir() or (d / "test").is_dir()))
+    if not cats:
+        raise DatasetError(
+            f"no categories in {root}: expected <root>/<Category>/train|test/... "
+            f"(3CAD or MVTec AD layout){raw_layout_hint(root)}"
+        )
     return cats
 
 # %% ../nbs/01_data.ipynb #dd8af7ab
@@ -77,17 +98,23 @@ def mask_path_for(category_dir, image_path, layout: str) -> Path:
     "Where the mask of a test image should be, for the given layout."
     image_path = Path(image_path)
     suffix = "_mask" if layout == "mvtec" else ""
-    return Path(category_dir)/"ground_truth"/image_path.parent.name/f"{image_path.stem}{suffix}.png"
+    return Path(category_dir) / "ground_truth" / image_path.parent.name / f"{image_path.stem}{suffix}.png"
+
 
 def _defect_types(cdir: Path) -> dict:
-    f = cdir/TYPES_FILE
-    if not f.exists(): return {}
-    try: return {k: tuple(v) for k, v in json.loads(f.read_text()).items()}
-    except (json.JSONDecodeError, AttributeError, TypeError) as e: raise DatasetError(f"unreadable defect-type file {f}: {e}") from e
+    f = cdir / TYPES_FILE
+    if not f.exists():
+        return {}
+    try:
+        return {k: tuple(v) for k, v in json.loads(f.read_text()).items()}
+    except (json.JSONDecodeError, AttributeError, TypeError) as e:
+        raise DatasetError(f"unreadable defect-type file {f}: {e}") from e
+
 
 def read_category(root, category: str, layout: str | None = None) -> list[Sample]:
     "All samples of `category` under `root`, train then test, in file order."
-    root = Path(root); cdir = root/category
+    root = Path(root)
+    cdir = root / category
     if not cdir.is_dir():
         known = list_categories(root) if root.is_dir() else []
         raise DatasetError(f"unknown category {category!r}: no folder {cdir}; categories there: {known}")
@@ -95,109 +122,158 @@ def read_category(root, category: str, layout: str | None = None) -> list[Sample
     types = _defect_types(cdir)
     samples = []
     for split in ("train", "test"):
-        sdir = cdir/split
-        if not sdir.is_dir(): continue
+        sdir = cdir / split
+        if not sdir.is_dir():
+            continue
         for tdir in sorted(d for d in sdir.iterdir() if d.is_dir()):
             for img in _images(tdir):
-                if tdir.name == GOOD: samples.append(Sample(img, None, category, split)); continue
+                if tdir.name == GOOD:
+                    samples.append(Sample(img, None, category, split))
+                    continue
                 mask = mask_path_for(cdir, img, layout)
                 if not mask.is_file():
                     raise DatasetError(f"missing mask for defective image {img}: expected {mask}")
                 rel = img.relative_to(cdir).as_posix()
                 samples.append(Sample(img, mask, category, split, types.get(rel, (tdir.name,))))
-    if not samples: raise DatasetError(f"empty category: no images under {cdir}/train or {cdir}/test")
+    if not samples:
+        raise DatasetError(f"empty category: no images under {cdir}/train or {cdir}/test")
     return samples
 
 # %% ../nbs/01_data.ipynb #0444e560
 def _rgb(im, path) -> np.ndarray:
-    "H x W x 3 uint8 of a PIL image: 16-bit grey scaled to 8 bits (x / 257), not clipped to white; float pixels refused."
-    if im.mode == "F": raise DatasetError(f"image {path} has floating-point pixels (mode F): save it as an 8- or 16-bit image")
-    if im.mode != "I" and not im.mode.startswith("I;16"): return np.array(im.convert("RGB"))
+    """H x W x 3 uint8 of a PIL image: 16-bit grey scaled to 8 bits (x / 257), not clipped to white; float pixels
+    refused."""
+    if im.mode == "F":
+        raise DatasetError(f"image {path} has floating-point pixels (mode F): save it as an 8- or 16-bit image")
+    if im.mode != "I" and not im.mode.startswith("I;16"):
+        return np.array(im.convert("RGB"))
     deep = np.asarray(im).astype(np.int64)
     if deep.size and (deep.min() < 0 or deep.max() > 65535):
-        raise DatasetError(f"image {path} has 32-bit pixel values {deep.min()}..{deep.max()}, outside 16 bits: "
-                           "save it as an 8- or 16-bit image")
+        raise DatasetError(
+            f"image {path} has 32-bit pixel values {deep.min()}..{deep.max()}, outside 16 bits: "
+            "save it as an 8- or 16-bit image"
+        )
     return np.repeat(np.round(deep / 257).astype(np.uint8)[..., None], 3, axis=2)
+
 
 def load_image(path) -> np.ndarray:
     "An RGB image as H x W x 3 uint8 (16-bit grey scaled, not clipped); a clear error for a missing or corrupt file."
     try:
-        with Image.open(path) as im: return _rgb(im, path)
-    except FileNotFoundError: raise DatasetError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e: raise DatasetError(f"unreadable or corrupt image {path}: {e}") from None
+        with Image.open(path) as im:
+            return _rgb(im, path)
+    except FileNotFoundError:
+        raise DatasetError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"unreadable or corrupt image {path}: {e}") from None
+
 
 def image_size(path) -> tuple[int, int]:
     "(height, width) of an image from its header, without decoding the pixels."
     try:
-        with Image.open(path) as im: return im.height, im.width
-    except FileNotFoundError: raise DatasetError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e: raise DatasetError(f"unreadable or corrupt image {path}: {e}") from None
+        with Image.open(path) as im:
+            return im.height, im.width
+    except FileNotFoundError:
+        raise DatasetError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"unreadable or corrupt image {path}: {e}") from None
+
 
 def load_mask(path, expected_hw=None) -> np.ndarray:
     "A binary mask as H x W bool; errors for corrupt files, wrong size or values other than 0/1 or 0/255."
     try:
-        with Image.open(path) as im: m = np.asarray(im.convert("L") if im.mode not in ("L", "1", "P", "I", "I;16") else im)
-    except FileNotFoundError: raise DatasetError(f"mask not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as e: raise DatasetError(f"unreadable or corrupt mask {path}: {e}") from None
-    if m.dtype == bool: m = m.astype(np.uint8)
+        with Image.open(path) as im:
+            m = np.asarray(im.convert("L") if im.mode not in ("L", "1", "P", "I", "I;16") else im)
+    except FileNotFoundError:
+        raise DatasetError(f"mask not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DatasetError(f"unreadable or corrupt mask {path}: {e}") from None
+    if m.dtype == bool:
+        m = m.astype(np.uint8)
     if expected_hw is not None and tuple(m.shape[:2]) != tuple(expected_hw):
-        raise DatasetError(f"mask {path} is {m.shape[0]}x{m.shape[1]} (HxW) but its image is {expected_hw[0]}x{expected_hw[1]}")
+        raise DatasetError(
+            f"mask {path} is {m.shape[0]}x{m.shape[1]} (HxW) but its image is {expected_hw[0]}x{expected_hw[1]}"
+        )
     values = np.unique(m)
     if not (set(values.tolist()) <= {0, 1} or set(values.tolist()) <= {0, 255}):
         shown = values[:8].tolist() + (["..."] if len(values) > 8 else [])
-        raise DatasetError(f"mask {path} has values {shown}; expected only 0/1 or 0/255 (a resampled mask: "
-                           "binarise it, e.g. value > 127 as `cad-nb data get mtd` does)")
+        raise DatasetError(
+            f"mask {path} has values {shown}; expected only 0/1 or 0/255 (a resampled mask: "
+            "binarise it, e.g. value > 127 as `cad-nb data get mtd` does)"
+        )
     return m > 0
 
 # %% ../nbs/01_data.ipynb #5e941a46
 def check_dataset(root, categories=None) -> list[str]:
     "Every problem of a dataset folder, one message per problem (empty list: the folder is fine)."
-    try: cats = categories or list_categories(root)
-    except DatasetError as e: return [str(e)]
+    try:
+        cats = categories or list_categories(root)
+    except DatasetError as e:
+        return [str(e)]
     problems = []
     for cat in cats:
-        cdir = Path(root)/cat
-        try: layout = detect_layout(cdir)
-        except DatasetError as e: problems.append(str(e)); continue
+        cdir = Path(root) / cat
+        try:
+            layout = detect_layout(cdir)
+        except DatasetError as e:
+            problems.append(str(e))
+            continue
         samples = _samples_collecting_missing(cdir, cat, layout, problems)
-        if not samples: problems.append(f"empty category: no images under {cdir}/train or {cdir}/test"); continue
-        seen = {}                                                  # pixel digest -> training image (train comes first)
+        if not samples:
+            problems.append(f"empty category: no images under {cdir}/train or {cdir}/test")
+            continue
+        seen = {}  # pixel digest -> training image (train comes first)
         for s in samples:
             try:
-                hw = image_size(s.image_path); pixels = load_image(s.image_path)
-                if s.mask_path is not None: load_mask(s.mask_path, hw)
-            except DatasetError as e: problems.append(str(e)); continue
+                hw = image_size(s.image_path)
+                pixels = load_image(s.image_path)
+                if s.mask_path is not None:
+                    load_mask(s.mask_path, hw)
+            except DatasetError as e:
+                problems.append(str(e))
+                continue
             key = hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
-            if s.split == "train": seen.setdefault(key, s.image_path)
+            if s.split == "train":
+                seen.setdefault(key, s.image_path)
             elif key in seen:
-                same = "byte-identical" if Path(s.image_path).read_bytes() == Path(seen[key]).read_bytes() else "pixel-identical"
-                problems.append(f"test image {s.image_path} is {same} to training image {seen[key]}: "
-                                "train/test leakage, which inflates every score")
+                same = (
+                    "byte-identical"
+                    if Path(s.image_path).read_bytes() == Path(seen[key]).read_bytes()
+                    else "pixel-identical"
+                )
+                problems.append(
+                    f"test image {s.image_path} is {same} to training image {seen[key]}: "
+                    "train/test leakage, which inflates every score"
+                )
     return problems
+
 
 def _samples_collecting_missing(cdir, cat, layout, problems) -> list[Sample]:
     "The samples of a category; missing masks go to `problems` instead of stopping the scan."
     samples = []
     for split in ("train", "test"):
-        if not (cdir/split).is_dir(): continue
-        for tdir in sorted(d for d in (cdir/split).iterdir() if d.is_dir()):
+        if not (cdir / split).is_dir():
+            continue
+        for tdir in sorted(d for d in (cdir / split).iterdir() if d.is_dir()):
             for img in _images(tdir):
                 mask = None if tdir.name == GOOD else mask_path_for(cdir, img, layout)
                 if mask is not None and not mask.is_file():
-                    problems.append(f"missing mask for defective image {img}: expected {mask}"); continue
+                    problems.append(f"missing mask for defective image {img}: expected {mask}")
+                    continue
                 samples.append(Sample(img, mask, cat, split, () if mask is None else (tdir.name,)))
     return samples
 
 # %% ../nbs/01_data.ipynb #991d621c
 MASK_RESIZE = ("any-overlap", "nearest")
 
+
 def resize_mask(mask: np.ndarray, size, mode="any-overlap") -> np.ndarray:
     "Resize a bool mask to `size` (H, W): 'any-overlap' keeps every defect, 'nearest' as the 3CAD release."
     if mode not in MASK_RESIZE:
         raise ValueError(f"unknown mode {mode!r} for resize_mask; choose one of {MASK_RESIZE}")
     h, w = (size, size) if isinstance(size, int) else size
-    if mask.shape == (h, w): return mask.astype(bool)
-    if mode == "nearest":                                     # the release: a 0/255 mask, PIL nearest, > 0.5
+    if mask.shape == (h, w):
+        return mask.astype(bool)
+    if mode == "nearest":  # the release: a 0/255 mask, PIL nearest, > 0.5
         small = Image.fromarray(mask.astype(np.uint8) * 255).resize((w, h), Image.NEAREST)
         return np.asarray(small) / 255 > 0.5
     im = Image.fromarray(mask.astype(np.float32))
@@ -205,37 +281,52 @@ def resize_mask(mask: np.ndarray, size, mode="any-overlap") -> np.ndarray:
     out = np.asarray(im.resize((w, h), Image.BOX if shrinks else Image.NEAREST))
     return out > 0
 
+
 def resize_image(image: np.ndarray, size) -> np.ndarray:
     "Resize an H x W x 3 uint8 image to `size` (H, W) with antialiased bilinear filtering."
     h, w = (size, size) if isinstance(size, int) else size
-    if image.shape[:2] == (h, w): return image
+    if image.shape[:2] == (h, w):
+        return image
     return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))
 
 # %% ../nbs/01_data.ipynb #bb014a12
 class AnomalyDataset:
     "Samples as tensors: image 3xHxW in [0,1], mask 1xHxW in {0,1}, label, and metadata."
+
     def __init__(self, samples, image_size=256, mask_resize="any-overlap"):
         if mask_resize not in MASK_RESIZE:
             raise ValueError(f"unknown mask_resize {mask_resize!r}; choose one of {MASK_RESIZE}")
         self.samples, self.image_size, self.mask_resize = list(samples), image_size, mask_resize
-    def __len__(self): return len(self.samples)
+
+    def __len__(self):
+        return len(self.samples)
+
     def load(self, i):
         "Image (uint8, resized) and mask (bool, resized with `mask_resize`) of sample `i` as NumPy arrays."
         s = self.samples[i]
         img = load_image(s.image_path)
         mask = load_mask(s.mask_path, img.shape[:2]) if s.mask_path is not None else np.zeros(img.shape[:2], bool)
         return resize_image(img, self.image_size), resize_mask(mask, self.image_size, self.mask_resize)
+
     def __getitem__(self, i):
         import torch
-        img, mask = self.load(i); s = self.samples[i]
-        return dict(image=torch.from_numpy(img).permute(2, 0, 1).float().div(255),
-                    mask=torch.from_numpy(mask)[None].float(), label=s.label,
-                    category=s.category, defect_types="+".join(s.defect_types) or GOOD, path=str(s.image_path))
+
+        img, mask = self.load(i)
+        s = self.samples[i]
+        return dict(
+            image=torch.from_numpy(img).permute(2, 0, 1).float().div(255),
+            mask=torch.from_numpy(mask)[None].float(),
+            label=s.label,
+            category=s.category,
+            defect_types="+".join(s.defect_types) or GOOD,
+            path=str(s.image_path),
+        )
 
 # %% ../nbs/01_data.ipynb #4ceb223e
 @dataclass(frozen=True)
 class CocoSample:
     "One COCO image with its annotations: boxes (xyxy), class indices, raw segmentations, annotation ids."
+
     image_path: Path
     image_id: int
     height: int
@@ -246,59 +337,83 @@ class CocoSample:
     segmentations: tuple = ()
     areas: tuple = ()
     ann_ids: tuple = ()
+
     @property
     def label(self) -> int:
         "Image-level class: 0 (good) without annotations, else the class of the largest annotation."
-        if not self.classes: return 0
+        if not self.classes:
+            return 0
         return self.classes[max(range(len(self.areas)), key=lambda k: (self.areas[k], -self.ann_ids[k]))]
+
 
 @dataclass
 class CocoSet:
     "The samples of one COCO file, the class names (index 0 = good) and category id -> class index."
+
     samples: list
     class_names: list
     cat_to_class: dict
     json_path: Path
+
     @property
-    def domains(self) -> list: return sorted({s.domain for s in self.samples})
+    def domains(self) -> list:
+        return sorted({s.domain for s in self.samples})
 
 # %% ../nbs/01_data.ipynb #a99aa646
 def decode_segmentation(seg, h: int, w: int, where: str = "") -> np.ndarray:
     "An H x W bool mask from a COCO polygon list, compressed RLE or uncompressed RLE."
     from pycocotools import mask as mask_utils
+
     if isinstance(seg, list):
         if not seg or any(len(p) < 6 or len(p) % 2 for p in seg):
             raise DatasetError(f"empty or degenerate polygon {where}: a polygon needs at least 3 (x, y) points")
         rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
     elif isinstance(seg, dict) and "counts" in seg and "size" in seg:
-        if list(seg["size"]) != [h, w]: raise DatasetError(f"RLE size {seg['size']} != image size {[h, w]} {where}")
-        rle = mask_utils.frPyObjects(seg, h, w) if isinstance(seg["counts"], list) else \
-            dict(size=seg["size"], counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"])
-    else: raise DatasetError(f"unknown segmentation format {where}: expected a polygon list or an RLE dict")
+        if list(seg["size"]) != [h, w]:
+            raise DatasetError(f"RLE size {seg['size']} != image size {[h, w]} {where}")
+        rle = (
+            mask_utils.frPyObjects(seg, h, w)
+            if isinstance(seg["counts"], list)
+            else dict(
+                size=seg["size"], counts=seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]
+            )
+        )
+    else:
+        raise DatasetError(f"unknown segmentation format {where}: expected a polygon list or an RLE dict")
     return mask_utils.decode(rle).astype(bool)
 
 # %% ../nbs/01_data.ipynb #595df279
 def _load_json(path: Path) -> dict:
-    try: coco = json.loads(Path(path).read_text())
-    except FileNotFoundError: raise DatasetError(f"annotation file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DatasetError(f"unreadable COCO JSON {path}: {e}") from None
+    try:
+        coco = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DatasetError(f"annotation file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"unreadable COCO JSON {path}: {e}") from None
     if not isinstance(coco, dict) or not {"images", "annotations", "categories"} <= set(coco):
         raise DatasetError(f"COCO JSON {path} needs 'images', 'annotations' and 'categories'")
     return coco
 
+
 def _check_annotation(a, img, cats, json_path):
     "Raise a DatasetError naming the file and annotation id when annotation `a` is invalid."
     where = f"(annotation id {a.get('id')} in {json_path})"
-    if a.get("category_id") not in cats: raise DatasetError(f"annotation points to unknown category {a.get('category_id')} {where}")
+    if a.get("category_id") not in cats:
+        raise DatasetError(f"annotation points to unknown category {a.get('category_id')} {where}")
     x, y, bw, bh = (float(v) for v in a.get("bbox", (0, 0, 0, 0)))
     if bw <= 0 or bh <= 0 or x < -0.5 or y < -0.5 or x + bw > img["width"] + 0.5 or y + bh > img["height"] + 0.5:
-        raise DatasetError(f"bbox {a.get('bbox')} outside the {img['width']}x{img['height']} (WxH) image or empty {where}")
+        raise DatasetError(
+            f"bbox {a.get('bbox')} outside the {img['width']}x{img['height']} (WxH) image or empty {where}"
+        )
     if "segmentation" in a and isinstance(a["segmentation"], list):
-        if not a["segmentation"] or any(len(p) < 6 for p in a["segmentation"]): raise DatasetError(f"empty polygon {where}")
+        if not a["segmentation"] or any(len(p) < 6 for p in a["segmentation"]):
+            raise DatasetError(f"empty polygon {where}")
+
 
 def read_coco(json_path, image_dir=None, check_images=True) -> CocoSet:
     "Read a COCO instance file into `CocoSample`s; `image_dir` defaults to the JSON's folder's sibling `images/`."
-    json_path = Path(json_path); coco = _load_json(json_path)
+    json_path = Path(json_path)
+    coco = _load_json(json_path)
     image_dir = Path(image_dir) if image_dir is not None else json_path.parent.parent / "images"
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     cat_to_class = {cid: k + 1 for k, cid in enumerate(sorted(cats))}
@@ -306,51 +421,93 @@ def read_coco(json_path, image_dir=None, check_images=True) -> CocoSet:
     per_image = {i: [] for i in images}
     for a in coco["annotations"]:
         if a.get("image_id") not in images:
-            raise DatasetError(f"annotation points to unknown image {a.get('image_id')} (annotation id {a.get('id')} in {json_path})")
-        _check_annotation(a, images[a["image_id"]], cats, json_path); per_image[a["image_id"]].append(a)
+            raise DatasetError(
+                f"annotation points to unknown image {a.get('image_id')} (annotation id {a.get('id')} in {json_path})"
+            )
+        _check_annotation(a, images[a["image_id"]], cats, json_path)
+        per_image[a["image_id"]].append(a)
     samples = []
     for iid, im in images.items():
         path = image_dir / im["file_name"]
         if check_images:
-            if not path.is_file(): raise DatasetError(f"image file missing: {path} (image id {iid} in {json_path})")
+            if not path.is_file():
+                raise DatasetError(f"image file missing: {path} (image id {iid} in {json_path})")
             hw = image_size(path)
-            if hw != (im["height"], im["width"]): raise DatasetError(f"image {path} is {hw[0]}x{hw[1]} but {json_path} says {im['height']}x{im['width']}")
+            if hw != (im["height"], im["width"]):
+                raise DatasetError(f"image {path} is {hw[0]}x{hw[1]} but {json_path} says {im['height']}x{im['width']}")
         anns = sorted(per_image[iid], key=lambda a: a["id"])
-        samples.append(CocoSample(path, iid, im["height"], im["width"], im.get("domain", ""),
-            tuple((a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]) for a in anns),
-            tuple(cat_to_class[a["category_id"]] for a in anns), tuple(a.get("segmentation") for a in anns),
-            tuple(float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns), tuple(a["id"] for a in anns)))
+        samples.append(
+            CocoSample(
+                path,
+                iid,
+                im["height"],
+                im["width"],
+                im.get("domain", ""),
+                tuple(
+                    (a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]) for a in anns
+                ),
+                tuple(cat_to_class[a["category_id"]] for a in anns),
+                tuple(a.get("segmentation") for a in anns),
+                tuple(float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in anns),
+                tuple(a["id"] for a in anns),
+            )
+        )
     return CocoSet(samples, ["good"] + [cats[c] for c in sorted(cats)], cat_to_class, json_path)
 
 # %% ../nbs/01_data.ipynb #d2c25d18
 class CocoMultiTaskDataset:
     "COCO samples as tensors: image 3xSxS in [0,1], label, boxes Nx4 (xyxy, pixels), box_classes N, mask SxS class map."
+
     def __init__(self, samples, image_size=128):
         self.samples, self.image_size = list(samples), image_size
-    def __len__(self): return len(self.samples)
+
+    def __len__(self):
+        return len(self.samples)
+
     def semantic_mask(self, s: CocoSample) -> np.ndarray:
         "The H x W class-index map of a sample (0 = background), larger annotations drawn first."
         m = np.zeros((s.height, s.width), np.int64)
         for k in sorted(range(len(s.classes)), key=lambda k: -s.areas[k]):
             where = f"(annotation id {s.ann_ids[k]}, image {s.image_path})"
-            m[resize_mask(decode_segmentation(s.segmentations[k], s.height, s.width, where), (s.height, s.width))] = s.classes[k]
+            m[resize_mask(decode_segmentation(s.segmentations[k], s.height, s.width, where), (s.height, s.width))] = (
+                s.classes[k]
+            )
         return m
+
     def __getitem__(self, i):
         import torch
+
         s, S = self.samples[i], self.image_size
         img = load_image(s.image_path)
-        if img.shape[:2] != (s.height, s.width): raise DatasetError(f"image {s.image_path} is {img.shape[:2]} but its annotation says {(s.height, s.width)}")
-        sem = self.semantic_mask(s); out = np.zeros((S, S), np.int64)
-        for c in sorted(set(sem[sem > 0].tolist())): out[resize_mask(sem == c, S)] = c
+        if img.shape[:2] != (s.height, s.width):
+            raise DatasetError(f"image {s.image_path} is {img.shape[:2]} but its annotation says {(s.height, s.width)}")
+        sem = self.semantic_mask(s)
+        out = np.zeros((S, S), np.int64)
+        for c in sorted(set(sem[sem > 0].tolist())):
+            out[resize_mask(sem == c, S)] = c
         scale = torch.tensor([S / s.width, S / s.height] * 2)
         boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4) * scale
-        return dict(image=torch.from_numpy(resize_image(img, S).copy()).permute(2, 0, 1).float().div(255), label=s.label,
-                    boxes=boxes, box_classes=torch.tensor(s.classes, dtype=torch.long), mask=torch.from_numpy(out),
-                    domain=s.domain, path=str(s.image_path))
+        return dict(
+            image=torch.from_numpy(resize_image(img, S).copy()).permute(2, 0, 1).float().div(255),
+            label=s.label,
+            boxes=boxes,
+            box_classes=torch.tensor(s.classes, dtype=torch.long),
+            mask=torch.from_numpy(out),
+            domain=s.domain,
+            path=str(s.image_path),
+        )
+
 
 def collate_multitask(batch):
     "Stack images, labels and masks; keep per-image boxes and box classes as lists."
     import torch
-    return dict(image=torch.stack([b["image"] for b in batch]), label=torch.tensor([b["label"] for b in batch]),
-                mask=torch.stack([b["mask"] for b in batch]), boxes=[b["boxes"] for b in batch],
-                box_classes=[b["box_classes"] for b in batch], domain=[b["domain"] for b in batch], path=[b["path"] for b in batch])
+
+    return dict(
+        image=torch.stack([b["image"] for b in batch]),
+        label=torch.tensor([b["label"] for b in batch]),
+        mask=torch.stack([b["mask"] for b in batch]),
+        boxes=[b["boxes"] for b in batch],
+        box_classes=[b["box_classes"] for b in batch],
+        domain=[b["domain"] for b in batch],
+        path=[b["path"] for b in batch],
+    )

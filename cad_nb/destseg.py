@@ -15,8 +15,15 @@ from torch import nn
 
 from .cfrg import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
 from .core import FeatureBackbone, seed_everything
-from .train import (_loader, autocast, is_main_process, load_checkpoint, make_scaler, run_signature,
-                          save_checkpoint)
+from cad_nb.train import (
+    _loader,
+    autocast,
+    is_main_process,
+    load_checkpoint,
+    make_scaler,
+    run_signature,
+    save_checkpoint,
+)
 
 # %% auto #0
 __all__ = ['RELEASE_TEACHER', 'RELEASE_PARAMS', 'RELEASE_LR', 'conv3x3', 'BasicBlock', 'make_layer', 'DenoisingStudent',
@@ -30,17 +37,22 @@ def conv3x3(cin, cout, dilation=1) -> nn.Conv2d:
     "3x3 convolution, no bias, padded to keep the size."
     return nn.Conv2d(cin, cout, 3, 1, dilation, dilation=dilation, bias=False)
 
+
 class BasicBlock(nn.Module):
     "ResNet basic block, stride 1: two 3x3 conv + BN, ReLU after the sum; 1x1 conv + BN shortcut if widths differ."
+
     def __init__(self, cin, cout):
         super().__init__()
         self.conv1, self.bn1 = conv3x3(cin, cout), nn.BatchNorm2d(cout)
         self.conv2, self.bn2 = conv3x3(cout, cout), nn.BatchNorm2d(cout)
         self.shortcut = nn.Identity()
-        if cin != cout: self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        if cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(y)) + self.shortcut(x))
+
 
 def make_layer(cin, cout, blocks=2) -> nn.Sequential:
     "The release's `make_layer(BasicBlock, cin, cout, blocks)`: the first block changes the width, the rest keep it."
@@ -49,15 +61,17 @@ def make_layer(cin, cout, blocks=2) -> nn.Sequential:
 # %% ../nbs/12_destseg.ipynb #d559e9e6
 class DenoisingStudent(nn.Module):
     "Encoder from scratch (stride-32 output only) + BasicBlock decoder back to the teacher's levels, finest first."
+
     def __init__(self, teacher_channels, teacher_strides, encoder="resnet18", blocks=2):
         super().__init__()
         self.encoder = FeatureBackbone(encoder, (32,), pretrained=False)
         self.strides = tuple(teacher_strides)
         width = self.encoder.channels[-1]
-        widths = [width, *list(teacher_channels)[::-1]]                # e.g. 512, 256, 128, 64
+        widths = [width, *list(teacher_channels)[::-1]]  # e.g. 512, 256, 128, 64
         self.bottom = init_kaiming(make_layer(width, width, blocks))
         stages = [make_layer(cin, cout, blocks) for cin, cout in zip(widths[:-1], widths[1:])]
         self.stages = init_kaiming(nn.ModuleList(stages))
+
     def forward(self, x):
         h, w = x.shape[-2:]
         y = self.bottom(self.encoder(x)[-1])
@@ -72,75 +86,110 @@ def dilated_conv_bn_relu(cin, cout, rate) -> nn.Sequential:
     "Dilated 3x3 conv (no bias) + BatchNorm + ReLU: one ASPP branch."
     return nn.Sequential(conv3x3(cin, cout, rate), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
+
 class ASPP(nn.Module):
     "ASPP: a global-pool 1x1 branch and dilated 3x3 branches, concatenated, fused by a 3x3 conv."
+
     def __init__(self, cin, cout=256, rates=(6, 12, 18)):
         super().__init__()
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), conv_bn_relu(cin, cout, 1))
         self.branches = nn.ModuleList(dilated_conv_bn_relu(cin, cout, r) for r in rates)
         self.project = conv_bn_relu((len(rates) + 1) * cout, cout, 3)
+
     def forward(self, x):
         pooled = F.interpolate(self.pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
         return self.project(torch.cat([pooled, *[branch(x) for branch in self.branches]], 1))
 
+
 class SegmentationNet(nn.Module):
     "`res` (BasicBlock stage) -> `head` (ASPP, 3x3 conv, 1x1 conv to one logit)."
+
     def __init__(self, cin, width=256, rates=(6, 12, 18), blocks=2):
         super().__init__()
         self.res = init_kaiming(make_layer(cin, width, blocks))
         self.head = nn.Sequential(ASPP(width, width, rates), conv_bn_relu(width, width, 3), nn.Conv2d(width, 1, 1))
-    def forward(self, x): return self.head(self.res(x))
+
+    def forward(self, x):
+        return self.head(self.res(x))
+
 
 def channel_normalize(x) -> torch.Tensor:
     "x / (||x|| + 1e-12) along channels, in float32 (the release's `l2_normalize`)."
     x = x.float()
     return x / (x.norm(dim=1, keepdim=True) + 1e-12)
 
+
 def segmentation_input(teacher_feats, student_feats) -> torch.Tensor:
     "Per level -T̂⊙Ŝ of normalised features, bilinear to the finest level's size, concatenated along channels."
     size = teacher_feats[0].shape[-2:]
-    products = [F.interpolate(-t * s, size=size, mode="bilinear", align_corners=False)
-                for t, s in zip(teacher_feats, student_feats)]
+    products = [
+        F.interpolate(-t * s, size=size, mode="bilinear", align_corners=False)
+        for t, s in zip(teacher_feats, student_feats)
+    ]
     return torch.cat(products, 1)
 
 # %% ../nbs/12_destseg.ipynb #125719ab
 RELEASE_TEACHER = "resnet18.tv_in1k"
 
+
 class DeSTSeg(nn.Module):
     "Frozen teacher + denoising student + segmentation network on the normalised teacher-student product."
-    def __init__(self, teacher=RELEASE_TEACHER, student_encoder="resnet18", pretrained=True, teacher_weights=None,
-                 seg_width=256, aspp_rates=(6, 12, 18), blocks=2):
+
+    def __init__(
+        self,
+        teacher=RELEASE_TEACHER,
+        student_encoder="resnet18",
+        pretrained=True,
+        teacher_weights=None,
+        seg_width=256,
+        aspp_rates=(6, 12, 18),
+        blocks=2,
+    ):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         channels = self.teacher.channels
         self.student = DenoisingStudent(channels, self.teacher.backbone.strides, student_encoder, blocks)
         self.segmentation = SegmentationNet(sum(channels), seg_width, aspp_rates, blocks)
+
     def features(self, x) -> tuple[list, list]:
         "Channel-normalised teacher and student features of `x`, finest first."
         check_input_size(x)
         return [channel_normalize(t) for t in self.teacher(x)], [channel_normalize(s) for s in self.student(x)]
+
     def forward(self, x) -> dict:
         t, s = self.features(x)
         return dict(t=t, s=s, logits=self.segmentation(segmentation_input(t, s)), size=x.shape[-2:])
 
 # %% ../nbs/12_destseg.ipynb #6f928f7e
-RELEASE_PARAMS = {"Teacher (frozen)": 2_782_784, "Student encoder": 11_176_512, "Student decoder": 13_488_512,
-                  "Segmentation res": 2_918_912, "Segmentation head": 4_787_457, "Trainable": 32_371_393,
-                  "All": 35_154_177}
+RELEASE_PARAMS = {
+    "Teacher (frozen)": 2_782_784,
+    "Student encoder": 11_176_512,
+    "Student decoder": 13_488_512,
+    "Segmentation res": 2_918_912,
+    "Segmentation head": 4_787_457,
+    "Trainable": 32_371_393,
+    "All": 35_154_177,
+}
+
 
 def destseg_param_table(model: DeSTSeg) -> dict:
     "Parameters per module, named as in `RELEASE_PARAMS`."
     decoder = [model.student.bottom, model.student.stages]
-    return {"Teacher (frozen)": count_params(model.teacher), "Student encoder": count_params(model.student.encoder),
-            "Student decoder": sum(count_params(m) for m in decoder),
-            "Segmentation res": count_params(model.segmentation.res),
-            "Segmentation head": count_params(model.segmentation.head),
-            "Trainable": count_params(model, trainable=True), "All": count_params(model)}
+    return {
+        "Teacher (frozen)": count_params(model.teacher),
+        "Student encoder": count_params(model.student.encoder),
+        "Student decoder": sum(count_params(m) for m in decoder),
+        "Segmentation res": count_params(model.segmentation.res),
+        "Segmentation head": count_params(model.segmentation.head),
+        "Trainable": count_params(model, trainable=True),
+        "All": count_params(model),
+    }
 
 # %% ../nbs/12_destseg.ipynb #70650f69
 def feature_distance(t, s) -> torch.Tensor:
     "Per-pixel D = 1 - <T̂, Ŝ> of channel-normalised features: B x 1 x H x W."
     return 1 - (t * s).sum(1, keepdim=True)
+
 
 def student_loss(teacher_feats, student_feats) -> torch.Tensor:
     "The release's cosine loss: sum over levels of sum(D_k) / (H_k W_k), summed (not averaged) over the batch."
@@ -150,15 +199,18 @@ def student_loss(teacher_feats, student_feats) -> torch.Tensor:
         total = total + d.sum() / (d.shape[-2] * d.shape[-1])
     return total
 
+
 def focal_loss(probs, target, gamma=4.0) -> torch.Tensor:
     "Binary focal loss on probabilities: BCE x (1 - p_t)^gamma, no alpha, mean."
     probs, target = probs.float(), target.float()
     p_t = probs * target + (1 - probs) * (1 - target)
     return (F.binary_cross_entropy(probs, target, reduction="none") * (1 - p_t) ** gamma).mean()
 
+
 def mask_at(mask, size) -> torch.Tensor:
     "A B x 1 x H x W mask bilinear to `size`, thresholded at 0.5 (0/1 float)."
     return (F.interpolate(mask.float(), size=tuple(size), mode="bilinear", align_corners=False) >= 0.5).float()
+
 
 def segmentation_loss(logits, mask, gamma=4.0) -> dict:
     "Focal + L1 (1:1) of sigmoid(`logits`) against `mask` resized to the logits: dict(loss, focal, l1)."
@@ -172,11 +224,13 @@ def top_k_mean(maps, k=100) -> torch.Tensor:
     flat = maps.flatten(1)
     return flat.topk(min(k, flat.shape[1]), dim=1).values.mean(1)
 
+
 def destseg_anomaly_map(out: dict, top_k=100):
     "(maps B x H x W: sigmoid of the segmentation logits, bilinear to the input size, unsmoothed; scores: top-k mean)."
     probs = torch.sigmoid(out["logits"].float())
     maps = F.interpolate(probs, size=tuple(out["size"]), mode="bilinear", align_corners=False)[:, 0]
     return maps, top_k_mean(maps, top_k)
+
 
 def dest_map(out: dict) -> torch.Tensor:
     "The release's DeST map: product of the levels' D_k, each bilinear to the finest level, then to the input size."
@@ -186,27 +240,35 @@ def dest_map(out: dict) -> torch.Tensor:
         product = product * F.interpolate(feature_distance(t, s), size=finest, mode="bilinear", align_corners=False)
     return F.interpolate(product, size=tuple(out["size"]), mode="bilinear", align_corners=False)[:, 0]
 
+
 @torch.no_grad()
 def _destseg_predict(self, images, top_k=100):
     "Anomaly maps (B x H x W) and image scores (B) for a batch of [0,1] images."
     return destseg_anomaly_map(self(images), top_k)
+
+
 DeSTSeg.predict = _destseg_predict
 
 # %% ../nbs/12_destseg.ipynb #018d2348
 RELEASE_LR = dict(student=0.4, res=0.1, head=0.01)
 
+
 def destseg_optimizers(model: DeSTSeg, lr_scale=1.0, momentum=0.9, weight_decay=1e-4) -> tuple:
     "(student SGD, segmentation SGD) at the release's learning rates (`RELEASE_LR`) x `lr_scale`."
     sgd = partial(torch.optim.SGD, lr=RELEASE_LR["student"] * lr_scale, momentum=momentum, weight_decay=weight_decay)
-    groups = [dict(params=getattr(model.segmentation, part).parameters(), lr=RELEASE_LR[part] * lr_scale)
-              for part in ("res", "head")]
+    groups = [
+        dict(params=getattr(model.segmentation, part).parameters(), lr=RELEASE_LR[part] * lr_scale)
+        for part in ("res", "head")
+    ]
     return sgd(model.student.parameters()), sgd(groups)
+
 
 def set_phase(model: DeSTSeg, phase: int) -> DeSTSeg:
     "Phase 1: student in train mode, segmentation net in eval; phase 2 the other way round (teacher: always eval)."
     model.student.train(phase == 1)
     model.segmentation.train(phase == 2)
     return model
+
 
 def student_step(model, batch, device, amp=True) -> dict:
     "Phase 1 losses: the student, fed the augmented image, rebuilds the teacher's features of the clean image."
@@ -218,11 +280,14 @@ def student_step(model, batch, device, amp=True) -> dict:
     loss = student_loss(targets, preds)
     return dict(loss=loss, cosine=loss)
 
+
 def segmentation_step(model, batch, device, amp=True) -> dict:
     "Phase 2 losses: the segmentation net on the (gradient-free) features of the augmented image vs the synthetic mask."
     augmented = batch["augmented"].to(device, non_blocking=True)
-    with torch.no_grad(), autocast(device, amp): t, s = model.features(augmented)
-    with autocast(device, amp): logits = model.segmentation(segmentation_input(t, s))
+    with torch.no_grad(), autocast(device, amp):
+        t, s = model.features(augmented)
+    with autocast(device, amp):
+        logits = model.segmentation(segmentation_input(t, s))
     return segmentation_loss(logits, batch["synth_mask"].to(device, non_blocking=True))
 
 # %% ../nbs/12_destseg.ipynb #fda2c6a1
@@ -238,51 +303,89 @@ def _train_step(model, optimizer, scaler, batch, device, phase, amp) -> dict:
     scaler.update()
     return {k: float(v.detach()) for k, v in losses.items()}
 
+
 def _epoch_means(records, epoch) -> dict:
     "Mean of each loss over the steps of one epoch that report it."
     sums, counts = {}, {}
     for record in records:
         for k, v in record.items():
-            if k in ("epoch", "step", "phase"): continue
+            if k in ("epoch", "step", "phase"):
+                continue
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
     return dict(epoch=epoch, steps=len(records), **{k: sums[k] / counts[k] for k in sums})
 
+
 def _resume(checkpoint, signature, model, optimizers, scaler):
     "Load a matching checkpoint into model, optimizers and scaler; (history, next epoch, step) or None."
-    if checkpoint is None or not Path(checkpoint).is_file(): return None
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return None
     state = load_checkpoint(checkpoint, signature=signature)
-    if state is None: return None
+    if state is None:
+        return None
     model.load_state_dict(state["model"])
-    for opt, saved in zip(optimizers, state["optimizers"]): opt.load_state_dict(saved)
+    for opt, saved in zip(optimizers, state["optimizers"]):
+        opt.load_state_dict(saved)
     scaler.load_state_dict(state["scaler"])
     return state["history"], state["epoch"] + 1, state["step"]
 
-def fit_destseg(model: DeSTSeg, dataset, *, phase1_steps=1000, phase2_steps=4000, batch_size=32, lr_scale=1.0,
-                device="cpu", seed=0, workers=0, checkpoint=None, resume=True, amp=True, progress=True,
-                stop_after=None, callback=None, desc="DeSTSeg") -> dict:
+
+def fit_destseg(
+    model: DeSTSeg,
+    dataset,
+    *,
+    phase1_steps=1000,
+    phase2_steps=4000,
+    batch_size=32,
+    lr_scale=1.0,
+    device="cpu",
+    seed=0,
+    workers=0,
+    checkpoint=None,
+    resume=True,
+    amp=True,
+    progress=True,
+    stop_after=None,
+    callback=None,
+    desc="DeSTSeg",
+) -> dict:
     "Two-phase training on items with keys image, augmented, synth_mask; checkpoints each epoch; the loss history."
     device, total = torch.device(device), phase1_steps + phase2_steps
     if len(dataset) < batch_size:
-        raise ValueError(f"{desc}: {len(dataset)} training images, fewer than one batch of {batch_size} "
-                         "(incomplete batches are dropped, as in the release)")
+        raise ValueError(
+            f"{desc}: {len(dataset)} training images, fewer than one batch of {batch_size} "
+            "(incomplete batches are dropped, as in the release)"
+        )
     model = model.to(device)
     optimizers, scaler = destseg_optimizers(model, lr_scale), make_scaler(device, amp)
-    sig = run_signature(model, phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size,
-                        lr_scale=lr_scale, seed=seed, n=len(dataset))
+    sig = run_signature(
+        model,
+        phase1_steps=phase1_steps,
+        phase2_steps=phase2_steps,
+        batch_size=batch_size,
+        lr_scale=lr_scale,
+        seed=seed,
+        n=len(dataset),
+    )
     seed_everything(seed)
     history, epoch, step = dict(step=[], epoch=[]), 0, 0
     found = _resume(checkpoint, sig, model, optimizers, scaler) if resume else None
-    if found is not None: history, epoch, step = found
+    if found is not None:
+        history, epoch, step = found
     from tqdm.auto import tqdm
+
     bar = tqdm(total=total, initial=step, desc=desc, disable=not (progress and is_main_process()), leave=False)
     for epoch in range(epoch, epoch + (stop_after or total)):
-        if step >= total: break
-        if hasattr(dataset, "set_epoch"): dataset.set_epoch(epoch)
+        if step >= total:
+            break
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
         records = []
         for batch in _loader(dataset, batch_size, epoch, seed, workers):
-            if step >= total: break
-            if len(batch["image"]) < batch_size: continue                       # drop_last, as the release
+            if step >= total:
+                break
+            if len(batch["image"]) < batch_size:
+                continue  # drop_last, as the release
             phase = 1 if step < phase1_steps else 2
             values = _train_step(model, optimizers[phase - 1], scaler, batch, device, phase, amp)
             records.append(dict(epoch=epoch, step=step, phase=phase, **values))
@@ -293,11 +396,20 @@ def fit_destseg(model: DeSTSeg, dataset, *, phase1_steps=1000, phase2_steps=4000
         history["epoch"].append(_epoch_means(records, epoch))
         stop = False
         if callback is not None and (tracked := callback(epoch, model)) is not None:
-            stop = bool(tracked.pop("stop", False))                           # early stopping
+            stop = bool(tracked.pop("stop", False))  # early stopping
             history.setdefault("callback", []).append(dict(epoch=epoch, step=step, **tracked))
         if checkpoint is not None:
-            save_checkpoint(checkpoint, model=model.state_dict(), optimizers=[o.state_dict() for o in optimizers],
-                            scaler=scaler.state_dict(), epoch=epoch, step=step, history=history, signature=sig)
-        if stop: break
+            save_checkpoint(
+                checkpoint,
+                model=model.state_dict(),
+                optimizers=[o.state_dict() for o in optimizers],
+                scaler=scaler.state_dict(),
+                epoch=epoch,
+                step=step,
+                history=history,
+                signature=sig,
+            )
+        if stop:
+            break
     bar.close()
     return history

@@ -21,8 +21,10 @@ __all__ = ['METRIC_NAMES', 'EIGHT_CONNECTED', 'RELEASE_PRO_THRESHOLDS', 'MetricE
 # %% ../nbs/05_metrics.ipynb #01b1b281
 METRIC_NAMES = ("i_auroc", "p_auroc", "p_ap", "aupro", "pro_3cad")
 
+
 class MetricError(ValueError):
     "An evaluation input that is malformed, or a metric that is undefined for it; the message says which."
+
 
 def _to_numpy(x) -> np.ndarray:
     "A NumPy view of an array or of a torch tensor on any device (bfloat16 becomes float32)."
@@ -31,33 +33,44 @@ def _to_numpy(x) -> np.ndarray:
         return (x.float() if str(x.dtype) == "torch.bfloat16" else x).numpy()
     return np.asarray(x)
 
+
 def _stack_shape(x: np.ndarray, what: str) -> np.ndarray:
     "`x` as N x H x W, squeezing a singleton channel axis; an error for any other shape."
-    if x.ndim == 4 and x.shape[1] == 1: x = x[:, 0]
-    if x.ndim != 3: raise MetricError(f"{what} must be N x H x W (or N x 1 x H x W), got shape {tuple(x.shape)}")
+    if x.ndim == 4 and x.shape[1] == 1:
+        x = x[:, 0]
+    if x.ndim != 3:
+        raise MetricError(f"{what} must be N x H x W (or N x 1 x H x W), got shape {tuple(x.shape)}")
     return x
 
 # %% ../nbs/05_metrics.ipynb #7534049a
 def check_maps(maps, first_image: int = 0) -> np.ndarray:
     "Anomaly maps as a finite float32/float64 N x H x W array; errors for empty input, bad shapes and NaN/inf."
     maps = _stack_shape(_to_numpy(maps), "maps")
-    if maps.size == 0: raise MetricError(f"empty input: maps of shape {maps.shape} hold no pixels")
-    if maps.dtype != np.float64: maps = maps.astype(np.float32, copy=False)
-    if not np.isfinite(maps.sum(dtype=np.float64)):                # one cheap pass; locate only when needed
+    if maps.size == 0:
+        raise MetricError(f"empty input: maps of shape {maps.shape} hold no pixels")
+    if maps.dtype != np.float64:
+        maps = maps.astype(np.float32, copy=False)
+    if not np.isfinite(maps.sum(dtype=np.float64)):  # one cheap pass; locate only when needed
         bad = ~np.isfinite(maps)
         if bad.any():
             images = np.flatnonzero(bad.reshape(len(maps), -1).any(1)) + first_image
             shown = images[:5].tolist() + (["..."] if len(images) > 5 else [])
-            raise MetricError(f"maps hold {int(bad.sum())} NaN/inf values (images {shown}); anomaly maps must be finite")
+            raise MetricError(
+                f"maps hold {int(bad.sum())} NaN/inf values (images {shown}); anomaly maps must be finite"
+            )
     return maps
+
 
 def check_masks(masks, shape) -> np.ndarray:
     "Ground-truth masks as bool N x H x W of the maps' `shape`; errors for other sizes or non-binary values."
     masks = _stack_shape(_to_numpy(masks), "masks")
     if masks.shape != tuple(shape):
-        raise MetricError(f"masks are {tuple(masks.shape)} but maps are {tuple(shape)} (N x H x W); "
-                          "resize one to the other first (masks with cad_nb.data.resize_mask)")
-    if masks.dtype == bool: return masks
+        raise MetricError(
+            f"masks are {tuple(masks.shape)} but maps are {tuple(shape)} (N x H x W); "
+            "resize one to the other first (masks with cad_nb.data.resize_mask)"
+        )
+    if masks.dtype == bool:
+        return masks
     defect = masks != 0
     values = masks[defect]
     if values.size and not ((values == 1).all() or (values == 255).all()):
@@ -69,11 +82,13 @@ def check_masks(masks, shape) -> np.ndarray:
 # %% ../nbs/05_metrics.ipynb #824dd0cc
 EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
+
 def defect_regions(masks: np.ndarray):
     "For each defective image: its index, its 8-connected region labels (0 = normal) and their number."
     for i in np.flatnonzero(masks.reshape(len(masks), -1).any(1)):
         regions, n = ndimage.label(masks[i], structure=EIGHT_CONNECTED)
         yield i, regions, n
+
 
 def region_sizes(regions: np.ndarray, mask: np.ndarray) -> np.ndarray:
     "For each defect pixel of one image (in the order of `amap[mask]`), the size of its region."
@@ -84,16 +99,19 @@ def region_sizes(regions: np.ndarray, mask: np.ndarray) -> np.ndarray:
 @dataclass
 class PixelPool:
     "Per distinct defect score: defect pixels, normal pixels below and equal, region share."
-    values: np.ndarray          # distinct scores of defect pixels, ascending
-    counts: np.ndarray          # defect pixels at each value
-    normal_below: np.ndarray    # normal pixels strictly below each value
-    normal_equal: np.ndarray    # normal pixels equal to each value
-    region_share: np.ndarray    # sum of 1/region size over the defect pixels at each value
+
+    values: np.ndarray  # distinct scores of defect pixels, ascending
+    counts: np.ndarray  # defect pixels at each value
+    normal_below: np.ndarray  # normal pixels strictly below each value
+    normal_equal: np.ndarray  # normal pixels equal to each value
+    region_share: np.ndarray  # sum of 1/region size over the defect pixels at each value
     n_normal: int
     n_regions: int
 
     @property
-    def n_defect(self) -> int: return int(self.counts.sum())
+    def n_defect(self) -> int:
+        return int(self.counts.sum())
+
 
 def make_pool(normal: np.ndarray, defect: np.ndarray, region_size=None, n_regions: int = 0) -> PixelPool:
     "A `PixelPool` from unsorted normal and defect scores (`normal` is sorted in place)."
@@ -103,14 +121,17 @@ def make_pool(normal: np.ndarray, defect: np.ndarray, region_size=None, n_region
     starts = np.flatnonzero(np.r_[True, defect[1:] != defect[:-1]]) if defect.size else np.zeros(0, np.intp)
     values = defect[starts]
     share = np.zeros(len(starts))
-    if region_size is not None and defect.size: share = np.add.reduceat(1.0 / region_size[order], starts)
+    if region_size is not None and defect.size:
+        share = np.add.reduceat(1.0 / region_size[order], starts)
     below = np.searchsorted(normal, values, side="left")
     equal = np.searchsorted(normal, values, side="right") - below
     return PixelPool(values, np.diff(np.r_[starts, defect.size]), below, equal, share, len(normal), n_regions)
 
 # %% ../nbs/05_metrics.ipynb #5c3a69da
 def _need(condition, message: str):
-    if not condition: raise MetricError(message)
+    if not condition:
+        raise MetricError(message)
+
 
 def pool_auroc(pool: PixelPool, what: str = "pixel") -> float:
     "ROC AUC of a pool (Mann-Whitney, ties counted half)."
@@ -119,22 +140,30 @@ def pool_auroc(pool: PixelPool, what: str = "pixel") -> float:
     twice_u = 2 * np.dot(pool.counts, pool.normal_below) + np.dot(pool.counts, pool.normal_equal)  # int64
     return float(twice_u / (2.0 * pool.n_defect * pool.n_normal))
 
+
 def pool_average_precision(pool: PixelPool) -> float:
     "Step-wise average precision of a pool (scikit-learn's definition)."
     _need(pool.n_defect > 0, "pixel AP is undefined: there is no defect pixel")
-    true_pos = np.cumsum(pool.counts[::-1])[::-1]                 # defect pixels at or above each value
-    false_pos = pool.n_normal - pool.normal_below                 # normal pixels at or above each value
+    true_pos = np.cumsum(pool.counts[::-1])[::-1]  # defect pixels at or above each value
+    false_pos = pool.n_normal - pool.normal_below  # normal pixels at or above each value
     return float(np.sum(pool.counts * (true_pos / (true_pos + false_pos))) / pool.n_defect)
 
 # %% ../nbs/05_metrics.ipynb #cbdafadf
 def image_auroc(labels, scores) -> float:
     "ROC AUC of image `scores` against binary image `labels` (1 = defective)."
     labels, scores = _to_numpy(labels).ravel(), _to_numpy(scores).ravel()
-    if labels.size == 0: raise MetricError("empty input: no image labels")
+    if labels.size == 0:
+        raise MetricError("empty input: no image labels")
     _need(labels.shape == scores.shape, f"{labels.size} labels but {scores.size} scores")
-    _need(np.isin(labels, (0, 1)).all(), f"image labels must be 0/1 or bool, got values {np.unique(labels)[:8].tolist()}")
-    _need(np.isfinite(scores).all(), f"image scores hold NaN/inf (images {np.flatnonzero(~np.isfinite(scores))[:5].tolist()})")
-    scores = scores.astype(np.float64); labels = labels.astype(bool)
+    _need(
+        np.isin(labels, (0, 1)).all(), f"image labels must be 0/1 or bool, got values {np.unique(labels)[:8].tolist()}"
+    )
+    _need(
+        np.isfinite(scores).all(),
+        f"image scores hold NaN/inf (images {np.flatnonzero(~np.isfinite(scores))[:5].tolist()})",
+    )
+    scores = scores.astype(np.float64)
+    labels = labels.astype(bool)
     return pool_auroc(make_pool(scores[~labels], scores[labels]), what="image")
 
 # %% ../nbs/05_metrics.ipynb #0fc62ec2
@@ -143,7 +172,7 @@ def pro_curve(pool: PixelPool):
     _need(pool.n_regions > 0, "AUPRO is undefined: there is no defect region")
     _need(pool.n_normal > 0, "AUPRO is undefined: there is no normal pixel (FPR has no denominator)")
     above_or_equal = pool.n_normal - pool.normal_below
-    fpr_after = above_or_equal[::-1] / pool.n_normal                       # descending thresholds
+    fpr_after = above_or_equal[::-1] / pool.n_normal  # descending thresholds
     fpr_before = (above_or_equal - pool.normal_equal)[::-1] / pool.n_normal
     pro_after = np.minimum(np.cumsum(pool.region_share[::-1]) / pool.n_regions, 1.0)
     pro_before = np.r_[0.0, pro_after[:-1]]
@@ -151,15 +180,17 @@ def pro_curve(pool: PixelPool):
     pro = np.r_[0.0, np.column_stack([pro_before, pro_after]).ravel(), 1.0]
     return fpr, pro
 
+
 def area_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
     "Trapezoid area under (x, y) (x non-decreasing from 0) up to `x_max`, interpolating y at `x_max`."
-    inside = np.searchsorted(x, x_max, side="right")              # points with x <= x_max
+    inside = np.searchsorted(x, x_max, side="right")  # points with x <= x_max
     xs, ys = x[:inside], y[:inside]
     area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))
     if inside < len(x) and xs[-1] < x_max:
         y_at = ys[-1] + (y[inside] - ys[-1]) * (x_max - xs[-1]) / (x[inside] - xs[-1])
         area += (x_max - xs[-1]) * (y_at + ys[-1]) / 2
     return area
+
 
 def pool_aupro(pool: PixelPool, fpr_limit: float = 0.3) -> float:
     "Normalised area under the exact PRO curve up to `fpr_limit` (MVTec protocol)."
@@ -170,29 +201,36 @@ def pool_aupro(pool: PixelPool, fpr_limit: float = 0.3) -> float:
 # %% ../nbs/05_metrics.ipynb #c7aa6c7d
 RELEASE_PRO_THRESHOLDS = 200
 
+
 def _count_above(passed: np.ndarray, groups: np.ndarray, n_groups: int, n_thresholds: int) -> np.ndarray:
     "Pixels of each group above each threshold, from how many thresholds each pixel exceeds."
     hist = np.bincount(groups * (n_thresholds + 1) + passed, minlength=n_groups * (n_thresholds + 1))
     return np.cumsum(hist.reshape(n_groups, n_thresholds + 1)[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
-def release_pro_of_image(amap: np.ndarray, mask: np.ndarray, fpr_limit: float = 0.3, regions=None,
-                         n_thresholds: int = RELEASE_PRO_THRESHOLDS) -> float:
+
+def release_pro_of_image(
+    amap: np.ndarray, mask: np.ndarray, fpr_limit: float = 0.3, regions=None, n_thresholds: int = RELEASE_PRO_THRESHOLDS
+) -> float:
     "The 3CAD release's PRO of one defective image (its own thresholds, normal pixels and regions)."
     lo, hi = float(amap.min()), float(amap.max())
     thresholds = np.arange(lo, hi, (hi - lo) / n_thresholds) if hi > lo else np.array([lo])
-    labels, n_regions = ndimage.label(mask, structure=EIGHT_CONNECTED) if regions is None else (regions, int(regions.max()))
+    labels, n_regions = (
+        ndimage.label(mask, structure=EIGHT_CONNECTED) if regions is None else (regions, int(regions.max()))
+    )
     _need(n_regions > 0, "release_pro_of_image needs a defective image")
     normal = np.sort(amap[~mask])
     fpr = (len(normal) - np.searchsorted(normal, thresholds, side="right")) / max(len(normal), 1)
     ids = labels[mask] - 1
-    passed = np.searchsorted(thresholds, amap[mask], side="left")           # thresholds strictly below
+    passed = np.searchsorted(thresholds, amap[mask], side="left")  # thresholds strictly below
     region_above = _count_above(passed, ids, n_regions, len(thresholds))
     pro = (region_above / np.bincount(ids)[:, None]).mean(0)
     keep = fpr < fpr_limit
-    if not keep.any(): return 0.0
+    if not keep.any():
+        return 0.0
     fpr, pro = fpr[keep], pro[keep]
-    if fpr.max() == 0: return float(pro.max())
-    return float(-np.trapezoid(pro, fpr / fpr.max()))                 # FPR falls as thresholds rise
+    if fpr.max() == 0:
+        return float(pro.max())
+    return float(-np.trapezoid(pro, fpr / fpr.max()))  # FPR falls as thresholds rise
 
 # %% ../nbs/05_metrics.ipynb #58d50aa1
 def check_labels(labels, n: int, first_image: int = 0) -> np.ndarray:
@@ -200,11 +238,14 @@ def check_labels(labels, n: int, first_image: int = 0) -> np.ndarray:
     labels = _to_numpy(labels).ravel()
     _need(labels.shape == (n,), f"{labels.size} image labels for {n} maps")
     bad = np.flatnonzero(~np.isin(labels, (0, 1)))
-    if len(bad): raise MetricError(f"image labels must be 0 or 1: image {first_image + bad[0]} has {labels[bad[0]]}")
+    if len(bad):
+        raise MetricError(f"image labels must be 0 or 1: image {first_image + bad[0]} has {labels[bad[0]]}")
     return labels.astype(bool)
+
 
 class MetricAccumulator:
     "Streaming evaluation: `update` with batches of masks and maps, then `compute` every metric."
+
     def __init__(self, fpr_limit: float = 0.3, release_pro: bool = True):
         _need(0 < fpr_limit <= 1, f"fpr_limit must be in (0, 1], got {fpr_limit}")
         self.fpr_limit, self.with_release_pro = fpr_limit, release_pro
@@ -216,25 +257,33 @@ class MetricAccumulator:
         "Add a batch: masks and maps N x H x W (or N x 1 x H x W), optional image scores and 0/1 image labels (N,)."
         maps = check_maps(maps, first_image=self.n_images)
         masks = check_masks(masks, maps.shape)
-        if self.n_images: _need(maps.shape[1:] == self.shape, f"maps are {maps.shape[1:]} (H x W) but earlier batches were {self.shape}")
+        if self.n_images:
+            _need(
+                maps.shape[1:] == self.shape, f"maps are {maps.shape[1:]} (H x W) but earlier batches were {self.shape}"
+            )
         self.shape = maps.shape[1:]
         scores = maps.reshape(len(maps), -1).max(1) if scores is None else _to_numpy(scores).astype(np.float64).ravel()
         _need(scores.shape == (len(maps),), f"{scores.size} image scores for {len(maps)} maps")
         _need(np.isfinite(scores).all(), "image scores hold NaN/inf")
         self.image_scores.append(scores.astype(np.float64))
-        self.image_labels.append(masks.reshape(len(masks), -1).any(1) if labels is None else check_labels(labels, len(maps), self.n_images))
+        self.image_labels.append(
+            masks.reshape(len(masks), -1).any(1) if labels is None else check_labels(labels, len(maps), self.n_images)
+        )
         self.normal.append(maps[~masks])
         for i, regions, n in defect_regions(masks):
-            self.defect.append(maps[i][masks[i]]); self.region_size.append(region_sizes(regions, masks[i]))
+            self.defect.append(maps[i][masks[i]])
+            self.region_size.append(region_sizes(regions, masks[i]))
             self.n_regions += n
-            if self.with_release_pro: self.release_pro.append(release_pro_of_image(maps[i], masks[i], self.fpr_limit, regions))
+            if self.with_release_pro:
+                self.release_pro.append(release_pro_of_image(maps[i], masks[i], self.fpr_limit, regions))
         self.n_images += len(maps)
         return self
 
     def pool(self) -> PixelPool:
         "The pooled pixel statistics of everything added so far."
         _need(self.n_images > 0, "empty input: no maps were added")
-        if len(self.normal) > 1: self.normal = [np.concatenate(self.normal)]     # batches pooled once
+        if len(self.normal) > 1:
+            self.normal = [np.concatenate(self.normal)]  # batches pooled once
         defect = np.concatenate(self.defect) if self.defect else np.zeros(0, self.normal[0].dtype)
         size = np.concatenate(self.region_size) if self.region_size else np.zeros(0, np.int32)
         return make_pool(self.normal[0], defect, size, self.n_regions)
@@ -243,21 +292,27 @@ class MetricAccumulator:
         "Every metric as a dict with keys `METRIC_NAMES`; undefined ones raise, or are NaN with a warning."
         _need(on_undefined in ("raise", "nan"), f"on_undefined must be 'raise' or 'nan', got {on_undefined!r}")
         pool, labels = self.pool(), np.concatenate(self.image_labels)
-        metrics = dict(i_auroc=lambda: image_auroc(labels, np.concatenate(self.image_scores)),
-                       p_auroc=lambda: pool_auroc(pool),
-                       p_ap=lambda: pool_average_precision(pool),
-                       aupro=lambda: pool_aupro(pool, self.fpr_limit),
-                       pro_3cad=lambda: _mean_release_pro(self.release_pro))
+        metrics = dict(
+            i_auroc=lambda: image_auroc(labels, np.concatenate(self.image_scores)),
+            p_auroc=lambda: pool_auroc(pool),
+            p_ap=lambda: pool_average_precision(pool),
+            aupro=lambda: pool_aupro(pool, self.fpr_limit),
+            pro_3cad=lambda: _mean_release_pro(self.release_pro),
+        )
         return {name: _value_or_nan(name, fn, on_undefined) for name, fn in metrics.items()}
+
 
 def _mean_release_pro(values) -> float:
     _need(len(values) > 0, "PRO (3CAD release) is undefined: there is no defective image")
     return float(np.mean(values))
 
+
 def _value_or_nan(name, fn, on_undefined):
-    try: return fn()
+    try:
+        return fn()
     except MetricError as e:
-        if on_undefined == "raise": raise
+        if on_undefined == "raise":
+            raise
         warnings.warn(f"{name} set to NaN: {e}", stacklevel=3)
         return float("nan")
 
@@ -265,24 +320,32 @@ def _value_or_nan(name, fn, on_undefined):
 def _pool_of(masks, maps) -> PixelPool:
     return MetricAccumulator(release_pro=False).update(masks, maps).pool()
 
+
 def pixel_auroc(masks, maps) -> float:
     "ROC AUC over all pooled pixels."
     return pool_auroc(_pool_of(masks, maps))
+
 
 def pixel_ap(masks, maps) -> float:
     "Average precision (scikit-learn's step-wise definition) over all pooled pixels."
     return pool_average_precision(_pool_of(masks, maps))
 
+
 def aupro(masks, maps, fpr_limit: float = 0.3) -> float:
     "MVTec AUPRO: exact PRO curve over all regions and normal pixels, area to `fpr_limit` / `fpr_limit`."
     return pool_aupro(_pool_of(masks, maps), fpr_limit)
 
+
 def pro_3cad(masks, maps, fpr_limit: float = 0.3) -> float:
     "The 3CAD release's PRO: per defective image (200 own thresholds, own FPR), averaged over them."
-    maps = check_maps(maps); masks = check_masks(masks, maps.shape)
-    return _mean_release_pro([release_pro_of_image(maps[i], masks[i], fpr_limit, regions)
-                              for i, regions, _ in defect_regions(masks)])
+    maps = check_maps(maps)
+    masks = check_masks(masks, maps.shape)
+    return _mean_release_pro(
+        [release_pro_of_image(maps[i], masks[i], fpr_limit, regions) for i, regions, _ in defect_regions(masks)]
+    )
+
 
 def evaluate(masks, maps, scores=None, fpr_limit: float = 0.3, on_undefined: str = "raise", labels=None) -> dict:
-    "All metrics of one category: dict with keys i_auroc, p_auroc, p_ap, aupro, pro_3cad; image labels from `labels` when given, else the masks."
+    """All metrics of one category: dict with keys i_auroc, p_auroc, p_ap, aupro, pro_3cad; image labels from
+    `labels` when given, else the masks."""
     return MetricAccumulator(fpr_limit).update(masks, maps, scores, labels).compute(on_undefined)

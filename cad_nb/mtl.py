@@ -20,7 +20,17 @@ from torchvision.ops import batched_nms
 from .core import FeatureBackbone, Normalize, seed_everything, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
-from .train import autocast, make_scaler, save_checkpoint, load_checkpoint, run_signature, setup_distributed, is_main_process, wrap_ddp, unwrap
+from cad_nb.train import (
+    autocast,
+    make_scaler,
+    save_checkpoint,
+    load_checkpoint,
+    run_signature,
+    setup_distributed,
+    is_main_process,
+    wrap_ddp,
+    unwrap,
+)
 
 # %% auto #0
 __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone', 'FPNNeck', 'ClassificationHead', 'CenterNetHead',
@@ -33,110 +43,177 @@ __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone',
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
     "Strides 8/16/32 from a ViT's stride-16 token map: deconv x2, identity, max-pool /2 (each + 1x1 conv)."
+
     def __init__(self, dim):
         super().__init__()
-        self.up = nn.Sequential(nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), nn.GELU(), nn.Conv2d(dim // 2, dim // 2, 1))
+        self.up = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 2, 2, stride=2), nn.GELU(), nn.Conv2d(dim // 2, dim // 2, 1)
+        )
         self.mid = nn.Conv2d(dim, dim, 1)
         self.down = nn.Sequential(nn.MaxPool2d(2, ceil_mode=True), nn.Conv2d(dim, dim, 1))
         self.channels = [dim // 2, dim, dim]
-    def forward(self, x): return [self.up(x), self.mid(x), self.down(x)]
 
-def is_vit(name: str) -> bool: return name.startswith(("vit", "eva", "deit"))
+    def forward(self, x):
+        return [self.up(x), self.mid(x), self.down(x)]
+
+
+def is_vit(name: str) -> bool:
+    return name.startswith(("vit", "eva", "deit"))
+
 
 class Backbone(nn.Module):
     "A timm backbone giving feature maps at strides 8, 16, 32 (`channels` lists their widths; `weights` their origin)."
-    def __init__(self, name="convnext_atto", pretrained=True, image_size=128, weights=None, freeze_stages=0, **timm_kwargs):
+
+    def __init__(
+        self, name="convnext_atto", pretrained=True, image_size=128, weights=None, freeze_stages=0, **timm_kwargs
+    ):
         super().__init__()
         self.name, self.is_vit = name, is_vit(name)
-        if freeze_stages and self.is_vit: raise ValueError(f"freeze_stages applies to CNN backbones, not {name!r}")
+        if freeze_stages and self.is_vit:
+            raise ValueError(f"freeze_stages applies to CNN backbones, not {name!r}")
         if self.is_vit:
-            self.body, self.weights = timm_model(name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs)
+            self.body, self.weights = timm_model(
+                name, pretrained, weights, num_classes=0, img_size=image_size, **timm_kwargs
+            )
             self.normalize, self.pyramid = Normalize.of(self.body), SimpleFeaturePyramid(self.body.embed_dim)
             self.channels, self.patch = self.pyramid.channels, self.body.patch_embed.patch_size[0]
         else:
             self.body = FeatureBackbone(name, (8, 16, 32), pretrained, weights, **timm_kwargs).freeze(freeze_stages)
             self.channels, self.weights = self.body.channels, self.body.weights
+
     def forward(self, x):
-        if not self.is_vit: return self.body(x)
-        tokens = self.body.forward_features(self.normalize(x))[:, self.body.num_prefix_tokens:]
+        if not self.is_vit:
+            return self.body(x)
+        tokens = self.body.forward_features(self.normalize(x))[:, self.body.num_prefix_tokens :]
         h, w = x.shape[2] // self.patch, x.shape[3] // self.patch
         return self.pyramid(tokens.transpose(1, 2).reshape(x.shape[0], -1, h, w))
 
 # %% ../nbs/11_mtl.ipynb #e2be9202
 TASKS = ("cls", "det", "seg")
 
-def _conv(cin, cout): return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU())
+
+def _conv(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.GELU())
+
 
 class FPNNeck(nn.Module):
     "Lateral 1x1 convs to `dim`, top-down sum, and a stride-4 map from the finest level."
+
     def __init__(self, in_channels, dim=64):
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.fine = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), _conv(dim, dim))
+
     def forward(self, feats):
         p = [l(f) for l, f in zip(self.lateral, feats)]
-        for i in (1, 0): p[i] = p[i] + F.interpolate(p[i + 1], size=p[i].shape[-2:], mode="nearest")
+        for i in (1, 0):
+            p[i] = p[i] + F.interpolate(p[i + 1], size=p[i].shape[-2:], mode="nearest")
         return dict(p4=self.fine(p[0]), p8=p[0], p32=p[2])
+
 
 class ClassificationHead(nn.Module):
     "Image-level class logits from the pooled coarsest level."
+
     def __init__(self, dim, n_out):
-        super().__init__(); self.fc = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
-    def forward(self, p32): return self.fc(p32.mean((2, 3)))
+        super().__init__()
+        self.fc = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_out))
+
+    def forward(self, p32):
+        return self.fc(p32.mean((2, 3)))
+
 
 class CenterNetHead(nn.Module):
     "Centre heatmap logits (n_classes), log box size (2) and offset (2) per stride-4 cell."
+
     def __init__(self, dim, n_classes):
         super().__init__()
         self.heat = nn.Sequential(_conv(dim, dim), nn.Conv2d(dim, n_classes, 1))
         self.box = nn.Sequential(_conv(dim, dim), nn.Conv2d(dim, 4, 1))
-        nn.init.constant_(self.heat[-1].bias, -2.19)                  # prior 0.1, as CenterNet
+        nn.init.constant_(self.heat[-1].bias, -2.19)  # prior 0.1, as CenterNet
+
     def forward(self, p4):
-        b = self.box(p4); return dict(heatmap=self.heat(p4), size=b[:, :2], offset=b[:, 2:])
+        b = self.box(p4)
+        return dict(heatmap=self.heat(p4), size=b[:, :2], offset=b[:, 2:])
+
 
 class SegmentationHead(nn.Module):
     "Per-pixel class logits at input resolution."
+
     def __init__(self, dim, n_out):
-        super().__init__(); self.head = nn.Sequential(_conv(dim, dim), nn.Conv2d(dim, n_out, 1))
-    def forward(self, p4, size): return F.interpolate(self.head(p4), size=size, mode="bilinear", align_corners=False)
+        super().__init__()
+        self.head = nn.Sequential(_conv(dim, dim), nn.Conv2d(dim, n_out, 1))
+
+    def forward(self, p4, size):
+        return F.interpolate(self.head(p4), size=size, mode="bilinear", align_corners=False)
+
 
 class MultiTaskModel(nn.Module):
     "Shared backbone + neck, and one decoder per task; `forward(x, tasks)` runs only the decoders asked for."
+
     stride = 4
-    def __init__(self, backbone="convnext_atto", n_classes=7, dim=64, pretrained=True, image_size=128, weights=None, **timm_kwargs):
+
+    def __init__(
+        self,
+        backbone="convnext_atto",
+        n_classes=7,
+        dim=64,
+        pretrained=True,
+        image_size=128,
+        weights=None,
+        **timm_kwargs,
+    ):
         super().__init__()
-        self.backbone = backbone if isinstance(backbone, nn.Module) else Backbone(backbone, pretrained, image_size, weights, **timm_kwargs)
+        self.backbone = (
+            backbone
+            if isinstance(backbone, nn.Module)
+            else Backbone(backbone, pretrained, image_size, weights, **timm_kwargs)
+        )
         self.n_classes = n_classes
         self.neck = FPNNeck(self.backbone.channels, dim)
         self.cls_head = ClassificationHead(dim, n_classes + 1)
         self.det_head = CenterNetHead(dim, n_classes)
         self.seg_head = SegmentationHead(dim, n_classes + 1)
+
     def heads(self, p, tasks, size):
         "Run the decoders of `tasks` on neck features `p`."
         out = {}
-        if "cls" in tasks: out["cls"] = self.cls_head(p["p32"])
-        if "det" in tasks: out["det"] = self.det_head(p["p4"])
-        if "seg" in tasks: out["seg"] = self.seg_head(p["p4"], size)
+        if "cls" in tasks:
+            out["cls"] = self.cls_head(p["p32"])
+        if "det" in tasks:
+            out["det"] = self.det_head(p["p4"])
+        if "seg" in tasks:
+            out["seg"] = self.seg_head(p["p4"], size)
         return out
+
     def forward(self, x, tasks=TASKS):
-        "`x` a batch (all decoders in `tasks`), or {task: batch}: one backbone pass over all, each decoder on its own batch."
-        if not isinstance(x, dict): return self.heads(self.neck(self.backbone(x)), tasks, x.shape[-2:])
-        p = self.neck(self.backbone(torch.cat(list(x.values())))); out, start = {}, 0
+        """`x` a batch (all decoders in `tasks`), or {task: batch}: one backbone pass over all, each decoder on its
+        own batch."""
+        if not isinstance(x, dict):
+            return self.heads(self.neck(self.backbone(x)), tasks, x.shape[-2:])
+        p = self.neck(self.backbone(torch.cat(list(x.values()))))
+        out, start = {}, 0
         for t, images in x.items():
-            part = {k: v[start:start + len(images)] for k, v in p.items()}; start += len(images)
+            part = {k: v[start : start + len(images)] for k, v in p.items()}
+            start += len(images)
             out[t] = self.heads(part, (t,), images.shape[-2:])[t]
         return out
 
 # %% ../nbs/11_mtl.ipynb #fb1438fa
-def classification_loss(logits, batch): return F.cross_entropy(logits.float(), batch["label"].to(logits.device))
+def classification_loss(logits, batch):
+    return F.cross_entropy(logits.float(), batch["label"].to(logits.device))
+
 
 def centernet_targets(boxes, classes, n_classes, out_hw, stride=4):
     "Heatmap (C x h x w), centre cells, log sizes and offsets for one image's boxes (pixels, xyxy) and classes (1..C)."
-    h, w = out_hw; heat = torch.zeros(n_classes, h, w)
-    if len(boxes) == 0: return heat, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 2), torch.zeros(0, 2)
+    h, w = out_hw
+    heat = torch.zeros(n_classes, h, w)
+    if len(boxes) == 0:
+        return heat, torch.zeros(0, 2, dtype=torch.long), torch.zeros(0, 2), torch.zeros(0, 2)
     boxes = boxes.float() / stride
     ctr = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-    cell = ctr.floor().long(); cell[:, 0].clamp_(0, w - 1); cell[:, 1].clamp_(0, h - 1)
+    cell = ctr.floor().long()
+    cell[:, 0].clamp_(0, w - 1)
+    cell[:, 1].clamp_(0, h - 1)
     wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=1 / stride)
     ys, xs = torch.arange(h).view(-1, 1).float(), torch.arange(w).view(1, -1).float()
     for (cx, cy), (bw, bh), c in zip(cell.tolist(), wh.tolist(), classes.tolist()):
@@ -144,34 +221,50 @@ def centernet_targets(boxes, classes, n_classes, out_hw, stride=4):
         heat[c - 1] = torch.maximum(heat[c - 1], torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * s * s)))
     return heat, cell, wh.log(), ctr - cell.float()
 
+
 def focal_heatmap_loss(logits, target, alpha=2, beta=4):
     "CenterNet's penalty-reduced pixel-wise focal loss, normalised by the number of centres."
-    p = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4); pos = target.eq(1).float()
+    p = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
     pos_loss = -(torch.log(p) * (1 - p) ** alpha * pos).sum()
-    neg_loss = -(torch.log(1 - p) * p ** alpha * (1 - target) ** beta * (1 - pos)).sum()
+    neg_loss = -(torch.log(1 - p) * p**alpha * (1 - target) ** beta * (1 - pos)).sum()
     return (pos_loss + neg_loss) / pos.sum().clamp(min=1)
+
 
 def detection_loss(out, batch, stride=4):
     "Focal heatmap loss + L1 on log size and offset at the object centres."
-    heat_logits = out["heatmap"]; n, C, h, w = heat_logits.shape; dev = heat_logits.device
+    heat_logits = out["heatmap"]
+    n, C, h, w = heat_logits.shape
+    dev = heat_logits.device
     heats, reg = [], []
     for i in range(n):
         heat, cell, logwh, off = centernet_targets(batch["boxes"][i], batch["box_classes"][i], C, (h, w), stride)
         heats.append(heat)
         if len(cell):
-            pred_size, pred_off = out["size"][i, :, cell[:, 1], cell[:, 0]].T, out["offset"][i, :, cell[:, 1], cell[:, 0]].T
-            reg.append(F.l1_loss(pred_size.float(), logwh.to(dev), reduction="sum") + F.l1_loss(pred_off.float(), off.to(dev), reduction="sum"))
+            pred_size, pred_off = (
+                out["size"][i, :, cell[:, 1], cell[:, 0]].T,
+                out["offset"][i, :, cell[:, 1], cell[:, 0]].T,
+            )
+            reg.append(
+                F.l1_loss(pred_size.float(), logwh.to(dev), reduction="sum")
+                + F.l1_loss(pred_off.float(), off.to(dev), reduction="sum")
+            )
     n_obj = sum(len(b) for b in batch["boxes"])
     reg_loss = torch.stack(reg).sum() / (2 * max(n_obj, 1)) if reg else heat_logits.sum() * 0
     return focal_heatmap_loss(heat_logits, torch.stack(heats).to(dev)) + reg_loss
 
+
 def segmentation_loss(logits, batch, eps=1.0, defect_weight=20.0):
     "Cross-entropy with defect classes weighted `defect_weight` x background + soft Dice of the defect probability."
-    target = batch["mask"].to(logits.device); logits = logits.float()
-    weight = torch.full((logits.shape[1],), defect_weight, device=logits.device); weight[0] = 1.0
-    fg = 1 - torch.softmax(logits, 1)[:, 0]; gt = (target > 0).float()
+    target = batch["mask"].to(logits.device)
+    logits = logits.float()
+    weight = torch.full((logits.shape[1],), defect_weight, device=logits.device)
+    weight[0] = 1.0
+    fg = 1 - torch.softmax(logits, 1)[:, 0]
+    gt = (target > 0).float()
     dice = 1 - (2 * (fg * gt).sum() + eps) / (fg.sum() + gt.sum() + eps)
     return F.cross_entropy(logits, target, weight=weight) + dice
+
 
 TASK_LOSSES = dict(cls=classification_loss, det=detection_loss, seg=segmentation_loss)
 
@@ -179,14 +272,18 @@ TASK_LOSSES = dict(cls=classification_loss, det=detection_loss, seg=segmentation
 @torch.no_grad()
 def decode_detections(det, stride=4, k=50, score_threshold=0.05, iou_threshold=0.5):
     "Per image: (boxes N x 4 xyxy pixels, scores N, classes N in 1..C) from CenterNet outputs."
-    heat = torch.sigmoid(det["heatmap"].float()); n, C, h, w = heat.shape
+    heat = torch.sigmoid(det["heatmap"].float())
+    n, C, h, w = heat.shape
     peaks = heat * (F.max_pool2d(heat, 3, 1, 1) == heat)
     scores, idx = peaks.reshape(n, -1).topk(min(k, C * h * w))
     results = []
     for i in range(n):
-        keep = scores[i] > score_threshold; s, j = scores[i][keep], idx[i][keep]
-        c, cell = j // (h * w), j % (h * w); y, x = (cell // w), (cell % w)
-        size = det["size"][i, :, y, x].float().exp().T; off = det["offset"][i, :, y, x].float().T
+        keep = scores[i] > score_threshold
+        s, j = scores[i][keep], idx[i][keep]
+        c, cell = j // (h * w), j % (h * w)
+        y, x = (cell // w), (cell % w)
+        size = det["size"][i, :, y, x].float().exp().T
+        off = det["offset"][i, :, y, x].float().T
         cx, cy = (x.float() + off[:, 0]) * stride, (y.float() + off[:, 1]) * stride
         bw, bh = size[:, 0] * stride, size[:, 1] * stride
         boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
@@ -198,26 +295,53 @@ def decode_detections(det, stride=4, k=50, score_threshold=0.05, iou_threshold=0
 def classification_metrics(y_true, y_pred) -> dict:
     "Accuracy and macro F1."
     from sklearn.metrics import accuracy_score, f1_score
-    return dict(accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)))
+
+    return dict(
+        accuracy=float(accuracy_score(y_true, y_pred)),
+        macro_f1=float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+    )
+
 
 def detection_map(gt_boxes, gt_classes, predictions, n_classes) -> dict:
     "COCO mAP@0.5 and mAP@[.5:.95] (pycocotools) from per-image ground truth and (boxes, scores, classes)."
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
     images = [dict(id=i + 1) for i in range(len(gt_boxes))]
-    anns = [dict(id=len(anns_i) + 1, image_id=i + 1, category_id=int(c), bbox=[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
-                 area=float((b[2] - b[0]) * (b[3] - b[1])), iscrowd=0)
-            for anns_i in [[]] for i, (bs, cs) in enumerate(zip(gt_boxes, gt_classes)) for b, c in zip(bs.tolist(), cs.tolist()) if not anns_i.append(0)]
-    dets = [dict(image_id=i + 1, category_id=int(c), bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]], score=float(s))
-            for i, (bs, ss, cs) in enumerate(predictions) for b, s, c in zip(bs.tolist(), ss.tolist(), cs.tolist())]
-    if not anns: return dict(map50=float("nan"), map=float("nan"))
-    gt = COCO(); gt.dataset = dict(images=images, annotations=anns, categories=[dict(id=c) for c in range(1, n_classes + 1)])
+    anns = [
+        dict(
+            id=len(anns_i) + 1,
+            image_id=i + 1,
+            category_id=int(c),
+            bbox=[float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])],
+            area=float((b[2] - b[0]) * (b[3] - b[1])),
+            iscrowd=0,
+        )
+        for anns_i in [[]]
+        for i, (bs, cs) in enumerate(zip(gt_boxes, gt_classes))
+        for b, c in zip(bs.tolist(), cs.tolist())
+        if not anns_i.append(0)
+    ]
+    dets = [
+        dict(image_id=i + 1, category_id=int(c), bbox=[b[0], b[1], b[2] - b[0], b[3] - b[1]], score=float(s))
+        for i, (bs, ss, cs) in enumerate(predictions)
+        for b, s, c in zip(bs.tolist(), ss.tolist(), cs.tolist())
+    ]
+    if not anns:
+        return dict(map50=float("nan"), map=float("nan"))
+    gt = COCO()
+    gt.dataset = dict(images=images, annotations=anns, categories=[dict(id=c) for c in range(1, n_classes + 1)])
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
-        if not dets: return dict(map50=0.0, map=0.0)
-        ev = COCOeval(gt, gt.loadRes(dets), "bbox"); ev.params.maxDets = [1, 10, 100]
-        ev.evaluate(); ev.accumulate(); ev.summarize()
+        if not dets:
+            return dict(map50=0.0, map=0.0)
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        ev.params.maxDets = [1, 10, 100]
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
     return dict(map50=float(max(ev.stats[1], 0)), map=float(max(ev.stats[0], 0)))
+
 
 def segmentation_metrics(pred_masks, gt_masks, n_classes) -> dict:
     "IoU and Dice per defect class (1..C) over the whole set, and their means; NaN for classes never seen."
@@ -226,42 +350,83 @@ def segmentation_metrics(pred_masks, gt_masks, n_classes) -> dict:
         p, g = np.asarray(p).ravel(), np.asarray(g).ravel()
         for c in np.union1d(np.unique(p), np.unique(g)):
             pc, gc = p == c, g == c
-            inter[c] += (pc & gc).sum(); union[c] += (pc | gc).sum(); total[c] += pc.sum() + gc.sum()
+            inter[c] += (pc & gc).sum()
+            union[c] += (pc | gc).sum()
+            total[c] += pc.sum() + gc.sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         iou, dice = inter / union, 2 * inter / total
-    return dict(iou=iou[1:], dice=dice[1:], miou=float(np.nanmean(iou[1:])) if np.isfinite(iou[1:]).any() else float("nan"),
-                mdice=float(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else float("nan"))
+    return dict(
+        iou=iou[1:],
+        dice=dice[1:],
+        miou=float(np.nanmean(iou[1:])) if np.isfinite(iou[1:]).any() else float("nan"),
+        mdice=float(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else float("nan"),
+    )
 
 # %% ../nbs/11_mtl.ipynb #035e867f
 def few_shot_classes(coco_set, max_images=10) -> dict:
     "{domain: [class names]} of the few-shot classes of each domain (from info.domains, else counted)."
     import json
+
     info = json.loads(Path(coco_set.json_path).read_text()).get("info", {}).get("domains")
-    if info: return {d: [v["rare"]] for d, v in info.items() if v.get("rare")}
+    if info:
+        return {d: [v["rare"]] for d, v in info.items() if v.get("rare")}
     counts = {}
     for s in coco_set.samples:
-        for c in set(s.classes): counts.setdefault(s.domain, {}).setdefault(coco_set.class_names[c], 0); counts[s.domain][coco_set.class_names[c]] += 1
+        for c in set(s.classes):
+            counts.setdefault(s.domain, {}).setdefault(coco_set.class_names[c], 0)
+            counts[s.domain][coco_set.class_names[c]] += 1
     return {d: sorted(c for c, n in cs.items() if n <= max_images) for d, cs in counts.items()}
+
 
 class RareClassAugmentation:
     "Synthetic few-shot examples: a rare class's own defect drawer applied to normal images of its domain."
+
     def __init__(self, coco_set, rare: dict, n=64, image_size=128, seed=0):
         from cad_nb.synthetic import DEFECTS
-        self.drawers = DEFECTS; self.names, self.S, self.seed, self.n = coco_set.class_names, image_size, seed, n
-        self.pairs = [(s, name) for s in coco_set.samples if s.label == 0 for name in rare.get(s.domain, []) if name in DEFECTS]
-        if n and not self.pairs: raise ValueError("no normal image of a domain with a drawable few-shot class to augment")
-    def __len__(self): return self.n if self.pairs else 0
+
+        self.drawers = DEFECTS
+        self.names, self.S, self.seed, self.n = coco_set.class_names, image_size, seed, n
+        self.pairs = [
+            (s, name) for s in coco_set.samples if s.label == 0 for name in rare.get(s.domain, []) if name in DEFECTS
+        ]
+        if n and not self.pairs:
+            raise ValueError("no normal image of a domain with a drawable few-shot class to augment")
+
+    def __len__(self):
+        return self.n if self.pairs else 0
+
     def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, i]); s, name = self.pairs[int(rng.integers(len(self.pairs)))]
-        img = load_image(s.image_path).astype(np.float32) / 255; mask = np.zeros(img.shape[:2], bool)
+        rng = np.random.default_rng([self.seed, i])
+        s, name = self.pairs[int(rng.integers(len(self.pairs)))]
+        img = load_image(s.image_path).astype(np.float32) / 255
+        mask = np.zeros(img.shape[:2], bool)
         for _ in range(20):
-            m = self.drawers[name](img, rng, float(np.exp(rng.uniform(np.log(3), np.log(max(4, min(img.shape[:2]) / 5))))))
-            if m.any(): mask |= m; break
-        c = self.names.index(name); ys, xs = np.nonzero(mask); S = self.S
-        box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32) * torch.tensor([S / img.shape[1], S / img.shape[0]] * 2)
+            m = self.drawers[name](
+                img, rng, float(np.exp(rng.uniform(np.log(3), np.log(max(4, min(img.shape[:2]) / 5)))))
+            )
+            if m.any():
+                mask |= m
+                break
+        c = self.names.index(name)
+        ys, xs = np.nonzero(mask)
+        S = self.S
+        box = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], dtype=torch.float32) * torch.tensor(
+            [S / img.shape[1], S / img.shape[0]] * 2
+        )
         sem = torch.from_numpy(resize_mask(mask, S).astype(np.int64) * c)
-        return dict(image=torch.from_numpy(resize_image((img * 255).round().astype(np.uint8), S).copy()).permute(2, 0, 1).float().div(255),
-                    label=c, boxes=box, box_classes=torch.tensor([c]), mask=sem, domain=s.domain, path=f"{s.image_path}#rare{i}")
+        return dict(
+            image=torch.from_numpy(resize_image((img * 255).round().astype(np.uint8), S).copy())
+            .permute(2, 0, 1)
+            .float()
+            .div(255),
+            label=c,
+            boxes=box,
+            box_classes=torch.tensor([c]),
+            mask=sem,
+            domain=s.domain,
+            path=f"{s.image_path}#rare{i}",
+        )
+
 
 def task_datasets(coco_set, image_size=128, augment=None) -> dict:
     "The training stream of each task: cls all images, det/seg defective ones (each plus `augment`, if given)."
@@ -271,105 +436,237 @@ def task_datasets(coco_set, image_size=128, augment=None) -> dict:
     cat = lambda d: torch.utils.data.ConcatDataset([d] + extra) if extra else d
     return dict(cls=cat(all_ds), det=cat(defect), seg=cat(defect))
 
+
 def infinite_loader(dataset, batch_size, seed=0, workers=0, distributed=False):
     "An endless iterator of shuffled batches (collate_multitask); reshuffled each pass, sharded under DDP."
     sampler = torch.utils.data.distributed.DistributedSampler(dataset, seed=seed) if distributed else None
-    g = torch.Generator().manual_seed(seed); epoch = 0
+    g = torch.Generator().manual_seed(seed)
+    epoch = 0
     while True:
-        if sampler is not None: sampler.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=g,
-                                             drop_last=len(dataset) >= batch_size, num_workers=workers, collate_fn=collate_multitask)
-        yield from loader; epoch += 1
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            generator=g,
+            drop_last=len(dataset) >= batch_size,
+            num_workers=workers,
+            collate_fn=collate_multitask,
+        )
+        yield from loader
+        epoch += 1
 
 # %% ../nbs/11_mtl.ipynb #97d34118
 def _task_val_losses(model, val_iters, device, amp):
     "One validation batch per task through the model, no grad: the K losses."
-    model.eval(); out = []
+    model.eval()
+    out = []
     with torch.no_grad(), autocast(device, amp):
         for t in TASKS:
-            b = next(val_iters[t]); o = model(b["image"].to(device), tasks=(t,))
+            b = next(val_iters[t])
+            o = model(b["image"].to(device), tasks=(t,))
             out.append(float(TASK_LOSSES[t](o[t], b)))
-    model.train(); return out
+    model.train()
+    return out
+
 
 def lr_at(step, steps, lr, warmup=0.05):
     "Learning rate at `step`: linear warm-up over the first 5% of steps, then cosine decay to 0.05 lr."
     w = max(1, int(warmup * steps))
-    if step < w: return lr * (step + 1) / w
+    if step < w:
+        return lr * (step + 1) / w
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, steps - w)))))
 
-def train_multitask(model, train_sets, val_sets=None, weighting="coba", scheduler=None, tasks=TASKS, steps=100, batch_size=8,
-                    lr=1e-3, device="cpu", amp=True, update_interval=1, coba_kwargs=None, seed=0, workers=0,
-                    checkpoint=None, checkpoint_every=0, progress=True) -> dict:
+
+def train_multitask(
+    model,
+    train_sets,
+    val_sets=None,
+    weighting="coba",
+    scheduler=None,
+    tasks=TASKS,
+    steps=100,
+    batch_size=8,
+    lr=1e-3,
+    device="cpu",
+    amp=True,
+    update_interval=1,
+    coba_kwargs=None,
+    seed=0,
+    workers=0,
+    checkpoint=None,
+    checkpoint_every=0,
+    progress=True,
+) -> dict:
     "Train `model` on the task streams; return the history (per step: tasks, losses, weights, probabilities)."
     from tqdm.auto import tqdm
-    rank, world, _ = setup_distributed(); device = torch.device(device); model = model.to(device)
+
+    rank, world, _ = setup_distributed()
+    device = torch.device(device)
+    model = model.to(device)
     ids = [TASKS.index(t) for t in tasks]
     weighter = make_weighting(weighting, len(TASKS), **(coba_kwargs or {})) if isinstance(weighting, str) else weighting
-    if isinstance(weighter, nn.Module): weighter.to(device)
+    if isinstance(weighter, nn.Module):
+        weighter.to(device)
     net = wrap_ddp(model, device)
     params = list(model.parameters()) + (list(weighter.parameters()) if isinstance(weighter, nn.Module) else [])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4); scaler = make_scaler(device, amp)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    scaler = make_scaler(device, amp)
     history, start = [], 0
-    sig = run_signature(model, batch_size=batch_size, lr=lr, seed=seed, tasks=tuple(tasks), world=world,
-                        weighting=type(weighter).__name__, scheduler=getattr(scheduler, "policy", None), interval=update_interval)
-    st = load_checkpoint(checkpoint, map_location=device, signature=sig) if checkpoint is not None and Path(checkpoint).is_file() else None
+    sig = run_signature(
+        model,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        tasks=tuple(tasks),
+        world=world,
+        weighting=type(weighter).__name__,
+        scheduler=getattr(scheduler, "policy", None),
+        interval=update_interval,
+    )
+    st = (
+        load_checkpoint(checkpoint, map_location=device, signature=sig)
+        if checkpoint is not None and Path(checkpoint).is_file()
+        else None
+    )
     if st is not None:
-        model.load_state_dict(st["model"]); opt.load_state_dict(st["optimizer"]); scaler.load_state_dict(st["scaler"])
-        weighter.load_state_dict(st["weighting"]); history, start = st["history"], st["step"]
-        if scheduler is not None: scheduler.step = st["scheduler_step"]
-    iters = {t: infinite_loader(train_sets[t], batch_size, seed + 17 * k + start, workers, world > 1) for k, t in enumerate(TASKS) if TASKS.index(t) in ids}
-    val_iters = {t: infinite_loader(val_sets[t], batch_size, seed + 1000 + k) for k, t in enumerate(TASKS)} if weighter.signal == "val" else None
-    rng = np.random.default_rng([seed, start]); running = {i: [] for i in ids}
-    bar = tqdm(range(start, steps), disable=not (progress and is_main_process()), desc=f"{weighting if isinstance(weighting, str) else type(weighting).__name__}")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        scaler.load_state_dict(st["scaler"])
+        weighter.load_state_dict(st["weighting"])
+        history, start = st["history"], st["step"]
+        if scheduler is not None:
+            scheduler.step = st["scheduler_step"]
+    iters = {
+        t: infinite_loader(train_sets[t], batch_size, seed + 17 * k + start, workers, world > 1)
+        for k, t in enumerate(TASKS)
+        if TASKS.index(t) in ids
+    }
+    val_iters = (
+        {t: infinite_loader(val_sets[t], batch_size, seed + 1000 + k) for k, t in enumerate(TASKS)}
+        if weighter.signal == "val"
+        else None
+    )
+    rng = np.random.default_rng([seed, start])
+    running = {i: [] for i in ids}
+    bar = tqdm(
+        range(start, steps),
+        disable=not (progress and is_main_process()),
+        desc=f"{weighting if isinstance(weighting, str) else type(weighting).__name__}",
+    )
     for step in bar:
         probs = scheduler.probabilities(weighter.weights) if scheduler is not None else None
-        present = [TASKS.index(t) for t in np.array(TASKS)[scheduler.sample(rng, weighter.weights)]] if scheduler is not None else ids
+        present = (
+            [TASKS.index(t) for t in np.array(TASKS)[scheduler.sample(rng, weighter.weights)]]
+            if scheduler is not None
+            else ids
+        )
         present = [i for i in present if i in ids] or ids[:1]
-        t0 = time.perf_counter(); losses = {}
-        for g in opt.param_groups: g["lr"] = lr_at(step, steps, lr)
+        t0 = time.perf_counter()
+        losses = {}
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, lr)
         with autocast(device, amp):
             batches = {TASKS[i]: next(iters[TASKS[i]]) for i in present}
-            o = net({t: b["image"].to(device, non_blocking=True) for t, b in batches.items()})   # one forward (DDP-safe)
+            o = net({t: b["image"].to(device, non_blocking=True) for t, b in batches.items()})  # one forward (DDP-safe)
             losses = {TASKS.index(t): TASK_LOSSES[t](o[t], b) for t, b in batches.items()}
             total = weighter.loss(losses)
-        if not torch.isfinite(total): raise FloatingPointError(f"non-finite loss at step {step}: { {TASKS[i]: float(v) for i, v in losses.items()} }")
-        opt.zero_grad(set_to_none=True); scaler.scale(total).backward(); scaler.step(opt); scaler.update()
-        for i, v in losses.items(): running[i].append(float(v.detach()))
-        rec = dict(step=step + 1, tasks=[TASKS[i] for i in present], total=float(total.detach()), **{f"loss_{TASKS[i]}": float(v.detach()) for i, v in losses.items()},
-                   step_time=time.perf_counter() - t0)
+        if not torch.isfinite(total):
+            raise FloatingPointError(
+                f"non-finite loss at step {step}: { {TASKS[i]: float(v) for i, v in losses.items()} }"
+            )
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(opt)
+        scaler.update()
+        for i, v in losses.items():
+            running[i].append(float(v.detach()))
+        rec = dict(
+            step=step + 1,
+            tasks=[TASKS[i] for i in present],
+            total=float(total.detach()),
+            **{f"loss_{TASKS[i]}": float(v.detach()) for i, v in losses.items()},
+            step_time=time.perf_counter() - t0,
+        )
         if (step + 1) % update_interval == 0 and weighter.signal == "val":
-            val = _task_val_losses(model, val_iters, device, amp); weighter.update(val); rec.update({f"val_{t}": v for t, v in zip(TASKS, val)})
+            val = _task_val_losses(model, val_iters, device, amp)
+            weighter.update(val)
+            rec.update({f"val_{t}": v for t, v in zip(TASKS, val)})
         elif (step + 1) % update_interval == 0 and weighter.signal == "train" and all(running[i] for i in ids):
-            weighter.update([np.mean(running[i]) if i in ids and running[i] else 1.0 for i in range(len(TASKS))]); running = {i: [] for i in ids}
+            weighter.update([np.mean(running[i]) if i in ids and running[i] else 1.0 for i in range(len(TASKS))])
+            running = {i: [] for i in ids}
         rec.update({f"w_{t}": float(w) for t, w in zip(TASKS, weighter.weights)})
-        if probs is not None: rec.update({f"p_{t}": float(p) for t, p in zip(TASKS, probs)})
-        history.append(rec); bar.set_postfix(loss=f"{rec['total']:.3f}")
-        if checkpoint is not None and is_main_process() and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step + 1 == steps):
-            save_checkpoint(checkpoint, model=unwrap(net).state_dict(), optimizer=opt.state_dict(), scaler=scaler.state_dict(),
-                            weighting=weighter.state_dict(), history=history, step=step + 1,
-                            scheduler_step=scheduler.step if scheduler is not None else 0, signature=sig)
+        if probs is not None:
+            rec.update({f"p_{t}": float(p) for t, p in zip(TASKS, probs)})
+        history.append(rec)
+        bar.set_postfix(loss=f"{rec['total']:.3f}")
+        if (
+            checkpoint is not None
+            and is_main_process()
+            and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step + 1 == steps)
+        ):
+            save_checkpoint(
+                checkpoint,
+                model=unwrap(net).state_dict(),
+                optimizer=opt.state_dict(),
+                scaler=scaler.state_dict(),
+                weighting=weighter.state_dict(),
+                history=history,
+                step=step + 1,
+                scheduler_step=scheduler.step if scheduler is not None else 0,
+                signature=sig,
+            )
     return dict(history=history, weighting=weighter)
 
 # %% ../nbs/11_mtl.ipynb #5fee18bd
 @torch.no_grad()
 def predict(model, dataset, device="cpu", batch_size=16, amp=True) -> list:
-    "Per image: dict(label, pred_label, boxes/box_classes (truth), det (boxes, scores, classes), mask, pred_mask, domain)."
-    model.eval().to(device); out = []
+    """Per image: dict(label, pred_label, boxes/box_classes (truth), det (boxes, scores, classes), mask, pred_mask,
+    domain)."""
+    model.eval().to(device)
+    out = []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=collate_multitask)
     for b in loader:
-        with autocast(device, amp): o = model(b["image"].to(device))
-        dets = decode_detections(o["det"]); labels = o["cls"].argmax(1).cpu(); masks = o["seg"].argmax(1).cpu()
+        with autocast(device, amp):
+            o = model(b["image"].to(device))
+        dets = decode_detections(o["det"])
+        labels = o["cls"].argmax(1).cpu()
+        masks = o["seg"].argmax(1).cpu()
         for i in range(len(b["label"])):
-            out.append(dict(label=int(b["label"][i]), pred_label=int(labels[i]), boxes=b["boxes"][i], box_classes=b["box_classes"][i],
-                            det=dets[i], mask=b["mask"][i].numpy(), pred_mask=masks[i].numpy().astype(np.int64), domain=b["domain"][i], path=b["path"][i]))
+            out.append(
+                dict(
+                    label=int(b["label"][i]),
+                    pred_label=int(labels[i]),
+                    boxes=b["boxes"][i],
+                    box_classes=b["box_classes"][i],
+                    det=dets[i],
+                    mask=b["mask"][i].numpy(),
+                    pred_mask=masks[i].numpy().astype(np.int64),
+                    domain=b["domain"][i],
+                    path=b["path"][i],
+                )
+            )
     return out
+
 
 def evaluate(predictions, n_classes, by_domain=False) -> dict:
     "Classification accuracy / macro F1, detection mAP@0.5 / mAP@[.5:.95], segmentation mIoU / mDice."
     if by_domain:
-        return {d: evaluate([p for p in predictions if p["domain"] == d], n_classes) for d in sorted({p["domain"] for p in predictions})}
+        return {
+            d: evaluate([p for p in predictions if p["domain"] == d], n_classes)
+            for d in sorted({p["domain"] for p in predictions})
+        }
     r = classification_metrics([p["label"] for p in predictions], [p["pred_label"] for p in predictions])
-    r.update(detection_map([p["boxes"] for p in predictions], [p["box_classes"] for p in predictions], [p["det"] for p in predictions], n_classes))
+    r.update(
+        detection_map(
+            [p["boxes"] for p in predictions],
+            [p["box_classes"] for p in predictions],
+            [p["det"] for p in predictions],
+            n_classes,
+        )
+    )
     s = segmentation_metrics([p["pred_mask"] for p in predictions], [p["mask"] for p in predictions], n_classes)
     return dict(**r, miou=s["miou"], mdice=s["mdice"])
 
@@ -377,47 +674,112 @@ def evaluate(predictions, n_classes, by_domain=False) -> dict:
 def profile_model(cfg, backbone: str, n_classes: int, pretrained=None) -> MultiTaskModel:
     "The multi-task model of profile `cfg` on `backbone` (`pretrained` None: `mtl.pretrained`)."
     kw = dict(depth=cfg.mtl.vit_depth) if is_vit(backbone) and cfg.mtl.vit_depth else {}
-    if not is_vit(backbone) and cfg.mtl.freeze_stages: kw["freeze_stages"] = cfg.mtl.freeze_stages
-    return MultiTaskModel(backbone, n_classes, pretrained=cfg.mtl.pretrained if pretrained is None else bool(pretrained),
-                          image_size=cfg.mtl.image_size, **kw)
+    if not is_vit(backbone) and cfg.mtl.freeze_stages:
+        kw["freeze_stages"] = cfg.mtl.freeze_stages
+    return MultiTaskModel(
+        backbone,
+        n_classes,
+        pretrained=cfg.mtl.pretrained if pretrained is None else bool(pretrained),
+        image_size=cfg.mtl.image_size,
+        **kw,
+    )
+
 
 def backbone_label(cfg, name: str, weights: str = "") -> str:
-    "A backbone's name, with its reduced depth (`mtl.vit_depth`) and RANDOM INIT when `weights` says it has no pretrained weights."
+    """A backbone's name, with its reduced depth (`mtl.vit_depth`) and RANDOM INIT when `weights` says it has no
+    pretrained weights."""
     label = f"{name} (depth {cfg.mtl.vit_depth})" if is_vit(name) and cfg.mtl.vit_depth else name
     return label + (" [RANDOM INIT]" if weights.startswith("randomly") else "")
+
 
 def experiment_data(cfg, root) -> dict:
     "Splits of the COCO root `root` at the profile's size: train/val task streams (few-shot augmented), test set."
     train, val, test = (read_coco(Path(root) / f"annotations/{s}.json") for s in ("train", "val", "test"))
     S, rare = cfg.mtl.image_size, few_shot_classes(train)
-    try: aug = RareClassAugmentation(train, rare, n=cfg.mtl.rare_aug, image_size=S, seed=cfg.runtime.seed)
-    except ValueError as e: aug = None; print("few-shot augmentation skipped:", e)
-    return dict(train=train, val=val, test=test, rare=rare, n_classes=len(train.class_names) - 1,
-                train_sets=task_datasets(train, S, aug), val_sets=task_datasets(val, S), test_set=CocoMultiTaskDataset(test.samples, S))
+    try:
+        aug = RareClassAugmentation(train, rare, n=cfg.mtl.rare_aug, image_size=S, seed=cfg.runtime.seed)
+    except ValueError as e:
+        aug = None
+        print("few-shot augmentation skipped:", e)
+    return dict(
+        train=train,
+        val=val,
+        test=test,
+        rare=rare,
+        n_classes=len(train.class_names) - 1,
+        train_sets=task_datasets(train, S, aug),
+        val_sets=task_datasets(val, S),
+        test_set=CocoMultiTaskDataset(test.samples, S),
+    )
+
 
 def tasks_per_step(tasks=TASKS, scheduler=None) -> int:
     "Task batches through the backbone per step: the scheduler's two of three, else every task trained."
     return min(2, len(tasks)) if scheduler else len(tasks)
 
+
 def steps_for_images(images: int, batch_size: int, tasks=TASKS, scheduler=None) -> int:
     "Optimiser steps that put `images` training images through the backbone (equal compute across task mixes)."
     return max(1, images // (batch_size * tasks_per_step(tasks, scheduler)))
 
-def train_profile(model, cfg, train_sets, val_sets=None, weighting="coba", scheduler=None, tasks=TASKS, steps=None,
-                  seed=None, device="cpu", checkpoint=None, checkpoint_every=0, progress=True) -> dict:
-    "`train_multitask` with the schedule of the profile's `mtl.*` (steps, batch, lr, CoBa's window): `cad-nb` and the notebooks."
-    coba = dict(warmup_steps=cfg.mtl.coba_warmup, history_length=cfg.mtl.coba_history) if weighting == "coba" else None
-    return train_multitask(model, train_sets, val_sets, weighting=weighting, scheduler=scheduler, tasks=tuple(tasks),
-                           steps=steps or cfg.mtl.steps, batch_size=cfg.mtl.batch_size, lr=cfg.mtl.lr, device=device,
-                           update_interval=cfg.mtl.update_interval, coba_kwargs=coba,
-                           seed=cfg.runtime.seed if seed is None else seed, checkpoint=checkpoint,
-                           checkpoint_every=checkpoint_every, progress=progress)
 
-def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=None, tasks=TASKS, seed=0, device="cpu",
-                   by_domain=False, progress=False, steps=None) -> dict:
-    "Train configuration `method` for `steps` (default `mtl.steps`), or read it back from its checkpoint, and evaluate it on the test split."
+def train_profile(
+    model,
+    cfg,
+    train_sets,
+    val_sets=None,
+    weighting="coba",
+    scheduler=None,
+    tasks=TASKS,
+    steps=None,
+    seed=None,
+    device="cpu",
+    checkpoint=None,
+    checkpoint_every=0,
+    progress=True,
+) -> dict:
+    """`train_multitask` with the schedule of the profile's `mtl.*` (steps, batch, lr, CoBa's window): `cad-nb` and
+    the notebooks."""
+    coba = dict(warmup_steps=cfg.mtl.coba_warmup, history_length=cfg.mtl.coba_history) if weighting == "coba" else None
+    return train_multitask(
+        model,
+        train_sets,
+        val_sets,
+        weighting=weighting,
+        scheduler=scheduler,
+        tasks=tuple(tasks),
+        steps=steps or cfg.mtl.steps,
+        batch_size=cfg.mtl.batch_size,
+        lr=cfg.mtl.lr,
+        device=device,
+        update_interval=cfg.mtl.update_interval,
+        coba_kwargs=coba,
+        seed=cfg.runtime.seed if seed is None else seed,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+    )
+
+
+def run_experiment(
+    cfg,
+    data,
+    backbone,
+    method,
+    weighting="static",
+    scheduler=None,
+    tasks=TASKS,
+    seed=0,
+    device="cpu",
+    by_domain=False,
+    progress=False,
+    steps=None,
+) -> dict:
+    """Train configuration `method` for `steps` (default `mtl.steps`), or read it back from its checkpoint, and
+    evaluate it on the test split."""
     steps = steps or cfg.mtl.steps
     import pandas as pd
+
     seed_everything(seed)
     model = profile_model(cfg, backbone, data["n_classes"])
     sizes = [len(data["train_sets"][t]) for t in TASKS]
@@ -425,10 +787,27 @@ def run_experiment(cfg, data, backbone, method, weighting="static", scheduler=No
     label = method.replace(" ", "_").replace("+", "plus")
     name = f"mtl_{backbone}_{label}_s{seed}_n{steps}_{cfg.digest('mtl', 'data.root')}.pt"
     t0 = time.time()
-    r = train_profile(model, cfg, data["train_sets"], data["val_sets"], weighting, sched, tasks, steps, seed, device,
-                      checkpoint=cfg.path("runtime.run_dir") / name, progress=progress)
+    r = train_profile(
+        model,
+        cfg,
+        data["train_sets"],
+        data["val_sets"],
+        weighting,
+        sched,
+        tasks,
+        steps,
+        seed,
+        device,
+        checkpoint=cfg.path("runtime.run_dir") / name,
+        progress=progress,
+    )
     preds = predict(model, data["test_set"], device)
     n = data["n_classes"]
-    return dict(history=pd.DataFrame(r["history"]), preds=preds, metrics=evaluate(preds, n), weights=model.backbone.weights,
-                by_domain=evaluate(preds, n, by_domain=True) if by_domain else None, seconds=time.time() - t0)
-
+    return dict(
+        history=pd.DataFrame(r["history"]),
+        preds=preds,
+        metrics=evaluate(preds, n),
+        weights=model.backbone.weights,
+        by_domain=evaluate(preds, n, by_domain=True) if by_domain else None,
+        seconds=time.time() - t0,
+    )

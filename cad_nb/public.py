@@ -16,8 +16,15 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from .data import (DatasetError, IMAGE_SUFFIXES, check_dataset, decode_segmentation, image_size, load_image,
-                         read_coco)
+from cad_nb.data import (
+    DatasetError,
+    IMAGE_SUFFIXES,
+    check_dataset,
+    decode_segmentation,
+    image_size,
+    load_image,
+    read_coco,
+)
 
 # %% auto #0
 __all__ = ['REGISTRY', 'MTD_TYPES', 'MTD_COUNTS', 'MTD_TRAIN_LIST', 'MTD_MASK_THRESHOLD', 'CAR_SPLITS', 'CAR_COUNTS',
@@ -31,13 +38,16 @@ __all__ = ['REGISTRY', 'MTD_TYPES', 'MTD_COUNTS', 'MTD_TRAIN_LIST', 'MTD_MASK_TH
 @dataclass(frozen=True)
 class Source:
     "Where a public copy lives: `kind` 'git' (a repository), 'file' (one file, saved as `dest`) or 'tar' (an archive)."
+
     kind: str
     url: str
     dest: str = ""
 
+
 @dataclass(frozen=True)
 class PublicDataset:
     "A public dataset: its sources, terms, published counts and how to find, check, convert and verify a copy."
+
     name: str
     title: str
     folder: str
@@ -52,24 +62,30 @@ class PublicDataset:
     verify: Callable
     usage: str = ""
 
+
 REGISTRY: dict = {}
+
 
 def register_dataset(spec: PublicDataset) -> PublicDataset:
     "Add `spec` to the registry under its name."
     REGISTRY[spec.name] = spec
     return spec
 
+
 def get_spec(name: str) -> PublicDataset:
     "The registered dataset called `name`; an error naming the known ones otherwise."
-    if name not in REGISTRY: raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
+    if name not in REGISTRY:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
 # %% ../nbs/14_public.ipynb #db69f59e
 def image_files(folder) -> list[Path]:
     "The image files directly in `folder`, sorted (hidden files left out)."
     folder = Path(folder)
-    if not folder.is_dir(): return []
+    if not folder.is_dir():
+        return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+
 
 def copy_file(src, dest) -> Path:
     "Copy `src` to `dest` byte for byte, creating `dest`'s folder."
@@ -78,27 +94,38 @@ def copy_file(src, dest) -> Path:
     shutil.copyfile(src, dest)
     return dest
 
+
 def check_counts(found: dict, expected: dict, where) -> dict:
     "`found` if it equals `expected` key by key; otherwise an error naming each count that differs."
     wrong = [f"{k}: {found.get(k, 0)} (expected {v})" for k, v in expected.items() if found.get(k, 0) != v]
-    if wrong: raise DatasetError(f"{where} is not a complete copy: " + "; ".join(wrong))
+    if wrong:
+        raise DatasetError(f"{where} is not a complete copy: " + "; ".join(wrong))
     return found
+
 
 def collect_problems(check: Callable, items) -> list[str]:
     "The message of every `DatasetError` that `check(item)` raises, item by item (empty: no problem)."
     problems = []
     for item in items:
-        try: check(item)
-        except DatasetError as e: problems.append(str(e))
+        try:
+            check(item)
+        except DatasetError as e:
+            problems.append(str(e))
     return problems
+
 
 def find_child(path, test: Callable, what: str) -> Path:
     "`path` itself or its one sub-folder (or sub-sub-folder) for which `test` holds; an error saying `what` is missing."
     path = Path(path).expanduser()
-    if not path.is_dir(): raise DatasetError(f"{path} is not a folder")
-    for cand in [path, *sorted(p for p in path.iterdir() if p.is_dir()),
-                 *sorted(q for p in path.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir())]:
-        if test(cand): return cand
+    if not path.is_dir():
+        raise DatasetError(f"{path} is not a folder")
+    for cand in [
+        path,
+        *sorted(p for p in path.iterdir() if p.is_dir()),
+        *sorted(q for p in path.iterdir() if p.is_dir() for q in p.iterdir() if q.is_dir()),
+    ]:
+        if test(cand):
+            return cand
     raise DatasetError(f"{path} is not {what}")
 
 # %% ../nbs/14_public.ipynb #35c9ba9e
@@ -107,10 +134,16 @@ MTD_COUNTS = dict(Free=952, Blowhole=115, Break=85, Crack=57, Fray=32, Uneven=10
 MTD_TRAIN_LIST = "differnet_train_filenames.txt"
 MTD_MASK_THRESHOLD = 127
 
+
 def find_mtd(path) -> Path:
     "The folder of a Magnetic Tile Defects copy (the one holding MT_Free/Imgs) at or just under `path`."
-    return find_child(path, lambda p: (p / "MT_Free/Imgs").is_dir(), "Magnetic Tile Defects: no MT_Free/Imgs folder "
-                      "in it or its sub-folders (expected MT_Free, MT_Blowhole, ... each with Imgs/)")
+    return find_child(
+        path,
+        lambda p: (p / "MT_Free/Imgs").is_dir(),
+        "Magnetic Tile Defects: no MT_Free/Imgs folder "
+        "in it or its sub-folders (expected MT_Free, MT_Blowhole, ... each with Imgs/)",
+    )
+
 
 def _mtd_pairs(root: Path, kind: str) -> list[tuple[Path, Path]]:
     "(image, mask) pairs of MT_<kind>/Imgs; an error naming an image without mask or a mask without image."
@@ -123,17 +156,22 @@ def _mtd_pairs(root: Path, kind: str) -> list[tuple[Path, Path]]:
         raise DatasetError(f"{lone} has no {other} ({stem}.{'png' if other == 'mask' else 'jpg'} expected beside it)")
     return [(jpgs[s], pngs[s]) for s in sorted(jpgs)]
 
+
 def mtd_train_names(root: Path) -> set:
     "The file names of DifferNet's training list, each checked to be an image of MT_Free."
     path = root / MTD_TRAIN_LIST
     if not path.is_file():
-        raise DatasetError(f"{path} missing: DifferNet's list of the 761 training images (mtd_train_filenames.txt of "
-                           "github.com/marco-rudolph/differnet), which `cad-nb data get mtd` fetches")
+        raise DatasetError(
+            f"{path} missing: DifferNet's list of the 761 training images (mtd_train_filenames.txt of "
+            "github.com/marco-rudolph/differnet), which `cad-nb data get mtd` fetches"
+        )
     names = set(path.read_text().split())
     free = {p.name for p in (root / "MT_Free/Imgs").glob("*.jpg")}
     unknown = sorted(names - free)
-    if unknown: raise DatasetError(f"{path} names {len(unknown)} images not in MT_Free/Imgs, e.g. {unknown[:3]}")
+    if unknown:
+        raise DatasetError(f"{path} names {len(unknown)} images not in MT_Free/Imgs, e.g. {unknown[:3]}")
     return names
+
 
 def check_mtd(root) -> dict:
     "Counts of a raw MTD copy (images per type, training list), checked against the published ones."
@@ -146,8 +184,11 @@ def check_mtd(root) -> dict:
 def binarise_mask(path, threshold=MTD_MASK_THRESHOLD) -> np.ndarray:
     "The mask at `path` as bool, `value > threshold` (MTD's masks are resampled, values 0-255)."
     try:
-        with Image.open(path) as im: return np.asarray(im.convert("L")) > threshold
-    except (OSError, SyntaxError) as e: raise DatasetError(f"unreadable or corrupt mask {path}: {e}") from None
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L")) > threshold
+    except (OSError, SyntaxError) as e:
+        raise DatasetError(f"unreadable or corrupt mask {path}: {e}") from None
+
 
 def convert_mtd(root, out) -> dict:
     "Write raw MTD `root` as MVTec category `out/MTD` with DifferNet's split; counts per folder."
@@ -162,40 +203,64 @@ def convert_mtd(root, out) -> dict:
             if kind != "Free":
                 binary = binarise_mask(mask)
                 if binary.shape != image_size(img):
-                    raise DatasetError(f"mask {mask} is {binary.shape[0]}x{binary.shape[1]} but its image is "
-                                       f"{'x'.join(map(str, image_size(img)))}")
+                    raise DatasetError(
+                        f"mask {mask} is {binary.shape[0]}x{binary.shape[1]} but its image is "
+                        f"{'x'.join(map(str, image_size(img)))}"
+                    )
                 dest = cdir / "ground_truth" / kind / f"{img.stem}_mask.png"
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(binary.astype(np.uint8) * 255).save(dest)
             counts[f"{split}/{folder}"] = counts.get(f"{split}/{folder}", 0) + 1
     return counts
 
+
 def verify_anomaly_folder(out) -> list[str]:
     "Every problem `cad_nb.data.check_dataset` finds in a converted anomaly-detection folder."
     return check_dataset(out)
 
-register_dataset(PublicDataset(
-    name="mtd", title="Magnetic Tile Defects", folder="mtd",
-    sources=(Source("git", "https://github.com/abin24/Magnetic-tile-defect-datasets..git"),
-             Source("file", "https://raw.githubusercontent.com/marco-rudolph/differnet/master/mtd_train_filenames.txt",
-                    MTD_TRAIN_LIST)),
-    licence="free for research with citation (its README: \"if it is used in your research, please cite our paper\")",
-    citation="Y. Huang, C. Qiu, K. Yuan, \"Surface defect saliency of magnetic tile\", The Visual Computer 36, 2020; "
-             "protocol: M. Rudolph, B. Wandt, B. Rosenhahn, \"Same Same But DifferNet\", WACV 2021",
-    counts=MTD_COUNTS,
-    layout="MVTec AD category MTD/: train/good 761, test/good 191, test/<Type> 392, "
-           f"ground_truth/<Type>/<stem>_mask.png (masks binarised: value > {MTD_MASK_THRESHOLD})",
-    find=find_mtd, check=check_mtd, convert=convert_mtd, verify=verify_anomaly_folder,
-    usage="cad-nb train --method cfrg --data-root {out} --category MTD"))
+
+register_dataset(
+    PublicDataset(
+        name="mtd",
+        title="Magnetic Tile Defects",
+        folder="mtd",
+        sources=(
+            Source("git", "https://github.com/abin24/Magnetic-tile-defect-datasets..git"),
+            Source(
+                "file",
+                "https://raw.githubusercontent.com/marco-rudolph/differnet/master/mtd_train_filenames.txt",
+                MTD_TRAIN_LIST,
+            ),
+        ),
+        licence="free for research with citation "
+        "(its README: \"if it is used in your research, please cite our paper\")",
+        citation="Y. Huang, C. Qiu, K. Yuan, \"Surface defect saliency of magnetic tile\", "
+        "The Visual Computer 36, 2020; "
+        "protocol: M. Rudolph, B. Wandt, B. Rosenhahn, \"Same Same But DifferNet\", WACV 2021",
+        counts=MTD_COUNTS,
+        layout="MVTec AD category MTD/: train/good 761, test/good 191, test/<Type> 392, "
+        f"ground_truth/<Type>/<stem>_mask.png (masks binarised: value > {MTD_MASK_THRESHOLD})",
+        find=find_mtd,
+        check=check_mtd,
+        convert=convert_mtd,
+        verify=verify_anomaly_folder,
+        usage="cad-nb train --method cfrg --data-root {out} --category MTD",
+    )
+)
 
 # %% ../nbs/14_public.ipynb #82e424d4
-CAR_SPLITS = dict(train="train", val="test", test="valid")     # our COCO file <- Roboflow's folder
+CAR_SPLITS = dict(train="train", val="test", test="valid")  # our COCO file <- Roboflow's folder
 CAR_COUNTS = dict(train=3557, valid=453, test=28)
+
 
 def find_car_damage(path) -> Path:
     "The folder of a car-damage copy (data.yaml and train/images) at or just under `path`."
-    return find_child(path, lambda p: (p / "data.yaml").is_file() and (p / "train/images").is_dir(),
-                      "the car-damage dataset: no data.yaml with train/images beside it in it or its sub-folders")
+    return find_child(
+        path,
+        lambda p: (p / "data.yaml").is_file() and (p / "train/images").is_dir(),
+        "the car-damage dataset: no data.yaml with train/images beside it in it or its sub-folders",
+    )
+
 
 def yolo_class_names(path) -> list[str]:
     "The class names of a YOLO `data.yaml` (`names: [...]` or a list of `- name` lines)."
@@ -203,15 +268,21 @@ def yolo_class_names(path) -> list[str]:
     lines = path.read_text().splitlines()
     for i, line in enumerate(lines):
         key, _, value = line.partition(":")
-        if key.strip() != "names": continue
+        if key.strip() != "names":
+            continue
         if value.strip():
-            try: names = ast.literal_eval(value.strip())
+            try:
+                names = ast.literal_eval(value.strip())
             except (ValueError, SyntaxError):
                 raise DatasetError(f"{path}: unreadable names list {value.strip()!r}") from None
-        else: names = [l.strip()[1:].strip().strip("'\"") for l in lines[i + 1:] if l.strip().startswith("-")]
-        if isinstance(names, dict): names = [names[k] for k in sorted(names)]
-        if names: return [str(n) for n in names]
+        else:
+            names = [l.strip()[1:].strip().strip("'\"") for l in lines[i + 1 :] if l.strip().startswith("-")]
+        if isinstance(names, dict):
+            names = [names[k] for k in sorted(names)]
+        if names:
+            return [str(n) for n in names]
     raise DatasetError(f"{path} has no class names (a 'names:' list)")
+
 
 def _split_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     "(image, label file) pairs of a split; an error naming an image without label file or the reverse."
@@ -221,6 +292,7 @@ def _split_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
         lone = images.get(stem) or labels.get(stem)
         raise DatasetError(f"{lone} has no {'label file' if stem in images else 'image'} beside it in {split}/")
     return [(images[s], labels[s]) for s in sorted(images)]
+
 
 def check_car_damage(root) -> dict:
     "Counts of a raw car-damage copy per split, checked against the published ones."
@@ -232,15 +304,20 @@ def check_car_damage(root) -> dict:
 def yolo_annotation(line: str, n_classes: int, w: int, h: int, where: str) -> dict | None:
     "The COCO annotation (category_id, segmentation, bbox, area, from_box) of one YOLO line; None for no area."
     from pycocotools import mask as mask_utils
+
     parts = line.split()
-    try: cls, coords = int(parts[0]), [float(v) for v in parts[1:]]
-    except ValueError: raise DatasetError(f"{where}: not numbers: {line.strip()!r}") from None
+    try:
+        cls, coords = int(parts[0]), [float(v) for v in parts[1:]]
+    except ValueError:
+        raise DatasetError(f"{where}: not numbers: {line.strip()!r}") from None
     if not 0 <= cls < n_classes:
         raise DatasetError(f"{where}: class {cls} outside data.yaml's {n_classes} classes (0-{n_classes - 1})")
     if len(coords) % 2 or len(coords) < 4:
-        raise DatasetError(f"{where}: {len(coords)} coordinates; a box has 4 (cx cy w h), "
-                           "a polygon an even number >= 6")
-    if not np.isfinite(coords).all(): raise DatasetError(f"{where}: coordinates that are not finite: {line.strip()!r}")
+        raise DatasetError(
+            f"{where}: {len(coords)} coordinates; a box has 4 (cx cy w h), a polygon an even number >= 6"
+        )
+    if not np.isfinite(coords).all():
+        raise DatasetError(f"{where}: coordinates that are not finite: {line.strip()!r}")
     from_box = len(coords) == 4
     if from_box:
         cx, cy, bw, bh = coords
@@ -252,19 +329,30 @@ def yolo_annotation(line: str, n_classes: int, w: int, h: int, where: str) -> di
     area = float(mask_utils.area(rle))
     x0, y0 = xy.min(0)
     x1, y1 = xy.max(0)
-    if area == 0 or x1 - x0 <= 0 or y1 - y0 <= 0: return None
-    return dict(category_id=cls + 1, segmentation=[polygon], area=area, iscrowd=0, from_box=from_box,
-                bbox=[round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)])
+    if area == 0 or x1 - x0 <= 0 or y1 - y0 <= 0:
+        return None
+    return dict(
+        category_id=cls + 1,
+        segmentation=[polygon],
+        area=area,
+        iscrowd=0,
+        from_box=from_box,
+        bbox=[round(float(x0), 2), round(float(y0), 2), round(float(x1 - x0), 2), round(float(y1 - y0), 2)],
+    )
 
 # %% ../nbs/14_public.ipynb #e7071855
 def yolo_split_to_coco(root: Path, split: str, names: list, image_dir: Path) -> tuple[dict, dict]:
     "(COCO dict, report) of Roboflow split `split`, its images copied to `image_dir/split`."
-    coco = dict(images=[], annotations=[], categories=[dict(id=k + 1, name=n) for k, n in enumerate(names)],
-                info=dict(source_split=split))
+    coco = dict(
+        images=[],
+        annotations=[],
+        categories=[dict(id=k + 1, name=n) for k, n in enumerate(names)],
+        info=dict(source_split=split),
+    )
     report = dict(images=0, annotations=0, from_box=0, no_area=[], unlabelled=0)
     for img_path, label_path in _split_pairs(root, split):
         h, w = image_size(img_path)
-        load_image(img_path)                                          # an unreadable image stops here, named
+        load_image(img_path)  # an unreadable image stops here, named
         image_id = len(coco["images"]) + 1
         coco["images"].append(dict(id=image_id, file_name=f"{split}/{img_path.name}", height=h, width=w))
         copy_file(img_path, image_dir / split / img_path.name)
@@ -281,6 +369,7 @@ def yolo_split_to_coco(root: Path, split: str, names: list, image_dir: Path) -> 
     report["annotations"] = len(coco["annotations"])
     return coco, report
 
+
 def convert_car_damage(root, out) -> dict:
     "Write raw car damage `root` as COCO files `out/annotations/{train,val,test}.json` and `out/images/`; the report."
     root, out = Path(root), Path(out)
@@ -293,71 +382,105 @@ def convert_car_damage(root, out) -> dict:
     (out / "conversion.json").write_text(json.dumps(dict(splits=CAR_SPLITS, report=report), indent=1))
     return {ours: report[ours]["images"] for ours in CAR_SPLITS}
 
+
 def verify_coco_folder(out) -> list[str]:
     "Problems `cad_nb.data.read_coco` finds in the three COCO files of a converted folder (empty: fine)."
     return collect_problems(read_coco, [Path(out) / "annotations" / f"{split}.json" for split in CAR_SPLITS])
 
-register_dataset(PublicDataset(
-    name="car_damage", title="Car Damage Detection v2 (Roboflow Universe)", folder="car_damage",
-    sources=(Source("git", "https://github.com/yatharthbhatia/car-damage-analysis.git"),),
-    licence="CC BY 4.0 (https://universe.roboflow.com/capstone-nh0nc/car-damage-detection-t0g92/dataset/2)",
-    citation="capstone-nh0nc, \"Car Damage Detection\" dataset v2, Roboflow Universe, "
-             "https://universe.roboflow.com/capstone-nh0nc/car-damage-detection-t0g92/dataset/2 (CC BY 4.0)",
-    counts=CAR_COUNTS,
-    layout="COCO: annotations/train.json (Roboflow train, 3,557), val.json (Roboflow test, 28), test.json "
-           "(Roboflow valid, 453); images/<Roboflow split>/; conversion.json (box lines, empty polygons)",
-    find=find_car_damage, check=check_car_damage, convert=convert_car_damage, verify=verify_coco_folder,
-    usage="cad-nb train --method mtl --data-root {out}"))
+
+register_dataset(
+    PublicDataset(
+        name="car_damage",
+        title="Car Damage Detection v2 (Roboflow Universe)",
+        folder="car_damage",
+        sources=(Source("git", "https://github.com/yatharthbhatia/car-damage-analysis.git"),),
+        licence="CC BY 4.0 (https://universe.roboflow.com/capstone-nh0nc/car-damage-detection-t0g92/dataset/2)",
+        citation="capstone-nh0nc, \"Car Damage Detection\" dataset v2, Roboflow Universe, "
+        "https://universe.roboflow.com/capstone-nh0nc/car-damage-detection-t0g92/dataset/2 (CC BY 4.0)",
+        counts=CAR_COUNTS,
+        layout="COCO: annotations/train.json (Roboflow train, 3,557), val.json (Roboflow test, 28), test.json "
+        "(Roboflow valid, 453); images/<Roboflow split>/; conversion.json (box lines, empty polygons)",
+        find=find_car_damage,
+        check=check_car_damage,
+        convert=convert_car_damage,
+        verify=verify_coco_folder,
+        usage="cad-nb train --method mtl --data-root {out}",
+    )
+)
 
 # %% ../nbs/14_public.ipynb #8d3f6f7d
-DTD_CLASSES = ("banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
-               "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
-               "marbled matted meshed paisley perforated pitted pleated polka-dotted porous potholed scaly smeared "
-               "spiralled sprinkled stained stratified striped studded swirly veined waffled woven wrinkled "
-               "zigzagged").split()
+DTD_CLASSES = (
+    "banded blotchy braided bubbly bumpy chequered cobwebbed cracked crosshatched crystalline dotted "
+    "fibrous flecked freckled frilly gauzy grid grooved honeycombed interlaced knitted lacelike lined "
+    "marbled matted meshed paisley perforated pitted pleated polka-dotted porous potholed scaly smeared "
+    "spiralled sprinkled stained stratified striped studded swirly veined waffled woven wrinkled "
+    "zigzagged"
+).split()
 DTD_COUNTS = dict(classes=47, images=5640)
+
 
 def find_dtd(path) -> Path:
     "The folder of a DTD copy (the one holding images/<class>/) at or just under `path`."
-    return find_child(path, lambda p: (p / "images").is_dir() and any((p / "images" / c).is_dir() for c in DTD_CLASSES),
-                      "the Describable Textures Dataset: no images/<class>/ folder (classes such as "
-                      f"{DTD_CLASSES[0]}) in it or its sub-folders")
+    return find_child(
+        path,
+        lambda p: (p / "images").is_dir() and any((p / "images" / c).is_dir() for c in DTD_CLASSES),
+        "the Describable Textures Dataset: no images/<class>/ folder (classes such as "
+        f"{DTD_CLASSES[0]}) in it or its sub-folders",
+    )
+
 
 def check_dtd(root) -> dict:
     "Classes and images of a DTD copy; an error for a class DTD does not have or an empty one."
     images = Path(root) / "images"
     classes = sorted(p.name for p in images.iterdir() if p.is_dir())
     unknown = [c for c in classes if c not in DTD_CLASSES]
-    if unknown: raise DatasetError(f"{images} has folders that are not DTD classes: {unknown}")
+    if unknown:
+        raise DatasetError(f"{images} has folders that are not DTD classes: {unknown}")
     empty = [c for c in classes if not image_files(images / c)]
-    if empty: raise DatasetError(f"{images} has empty class folders: {empty}")
+    if empty:
+        raise DatasetError(f"{images} has empty class folders: {empty}")
     return dict(classes=len(classes), images=sum(len(image_files(images / c)) for c in classes))
+
 
 def convert_dtd(root, out) -> dict:
     "Copy DTD `root`'s images/<class>/ into `out/images/`; images per class."
     counts = {}
     for cdir in sorted(p for p in (Path(root) / "images").iterdir() if p.is_dir()):
-        for img in image_files(cdir): copy_file(img, Path(out) / "images" / cdir.name / img.name)
+        for img in image_files(cdir):
+            copy_file(img, Path(out) / "images" / cdir.name / img.name)
         counts[cdir.name] = len(image_files(cdir))
     return counts
+
 
 def verify_dtd(out) -> list[str]:
     "An unreadable texture, named (empty: every image reads)."
     return collect_problems(load_image, sorted((Path(out) / "images").glob("*/*")))
 
-register_dataset(PublicDataset(
-    name="dtd", title="Describable Textures Dataset", folder="dtd",
-    sources=(Source("tar", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"),),
-    licence="research use (https://www.robots.ox.ac.uk/~vgg/data/dtd/)",
-    citation="M. Cimpoi, S. Maji, I. Kokkinos, S. Mohamed, A. Vedaldi, \"Describing Textures in the Wild\", CVPR 2014",
-    counts=DTD_COUNTS, layout="images/<class>/<class>_NNNN.jpg, as DTD's own dtd/images/",
-    find=find_dtd, check=check_dtd, convert=convert_dtd, verify=verify_dtd,
-    usage="--set synthesis.textures=dtd --set synthesis.dtd_root={out}/images"))
+
+register_dataset(
+    PublicDataset(
+        name="dtd",
+        title="Describable Textures Dataset",
+        folder="dtd",
+        sources=(Source("tar", "https://www.robots.ox.ac.uk/~vgg/data/dtd/download/dtd-r1.0.1.tar.gz"),),
+        licence="research use (https://www.robots.ox.ac.uk/~vgg/data/dtd/)",
+        citation="M. Cimpoi, S. Maji, I. Kokkinos, S. Mohamed, A. Vedaldi, "
+        "\"Describing Textures in the Wild\", CVPR 2014",
+        counts=DTD_COUNTS,
+        layout="images/<class>/<class>_NNNN.jpg, as DTD's own dtd/images/",
+        find=find_dtd,
+        check=check_dtd,
+        convert=convert_dtd,
+        verify=verify_dtd,
+        usage="--set synthesis.textures=dtd --set synthesis.dtd_root={out}/images",
+    )
+)
 
 # %% ../nbs/14_public.ipynb #9a2f9409
 def _clone(url: str, dest: Path) -> Path:
     "`git clone --depth 1 url dest`, unless `dest` is a clone already; an error naming the URL when it fails."
-    if (dest / ".git").is_dir(): return dest
+    if (dest / ".git").is_dir():
+        return dest
     if dest.exists() and any(dest.iterdir()):
         raise DatasetError(f"{dest} exists and is not a clone of {url}: delete it")
     r = subprocess.run(["git", "clone", "--depth", "1", "--quiet", url, str(dest)], capture_output=True, text=True)
@@ -366,60 +489,80 @@ def _clone(url: str, dest: Path) -> Path:
         raise DatasetError(f"git clone {url} failed: {(r.stderr.strip().splitlines() or [r.returncode])[-1]}")
     return dest
 
+
 def _download(url: str, path: Path) -> Path:
     "The file at `url` saved as `path` (whole or not at all); an error naming the URL when it fails."
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f: shutil.copyfileobj(r, f)
+        with urllib.request.urlopen(url, timeout=60) as r, open(part, "wb") as f:
+            shutil.copyfileobj(r, f)
     except (OSError, ValueError) as e:
         part.unlink(missing_ok=True)
         raise DatasetError(f"could not fetch {url}: {e}") from None
     os.replace(part, path)
     return path
 
+
 def fetch_source(source: Source, dest) -> Path:
     "Fetch `source` into folder `dest`: clone a repository, save a file as `dest/source.dest`, unpack an archive."
     dest = Path(dest)
-    if source.kind == "git": return _clone(source.url, dest)
+    if source.kind == "git":
+        return _clone(source.url, dest)
     if source.kind == "file":
         target = dest / (source.dest or Path(source.url).name)
-        if not target.is_file(): _download(source.url, target)
+        if not target.is_file():
+            _download(source.url, target)
         return dest
-    if source.kind != "tar": raise DatasetError(f"unknown source kind {source.kind!r} for {source.url}")
+    if source.kind != "tar":
+        raise DatasetError(f"unknown source kind {source.kind!r} for {source.url}")
     done = dest / ".unpacked"
-    if done.is_file(): return dest
+    if done.is_file():
+        return dest
     archive = _download(source.url, dest / ".archive")
     try:
-        with tarfile.open(archive) as tar: tar.extractall(dest, filter="data")
-    except tarfile.TarError as e: raise DatasetError(f"{source.url} is not a readable tar archive: {e}") from None
-    finally: archive.unlink(missing_ok=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(dest, filter="data")
+    except tarfile.TarError as e:
+        raise DatasetError(f"{source.url} is not a readable tar archive: {e}") from None
+    finally:
+        archive.unlink(missing_ok=True)
     done.write_text(source.url)
     return dest
+
 
 def fetch(spec: PublicDataset, dest, urls=None) -> Path:
     "Fetch every source of `spec` into `dest` (`urls`, if given, replace the sources' URLs in order)."
     urls = list(urls or [])
     if urls and len(urls) != len(spec.sources):
-        raise DatasetError(f"{spec.name} has {len(spec.sources)} sources ({', '.join(s.url for s in spec.sources)}); "
-                           f"give as many --url values, not {len(urls)}")
+        raise DatasetError(
+            f"{spec.name} has {len(spec.sources)} sources ({', '.join(s.url for s in spec.sources)}); "
+            f"give as many --url values, not {len(urls)}"
+        )
     for k, source in enumerate(spec.sources):
-        if urls: source = Source(source.kind, urls[k], source.dest)
+        if urls:
+            source = Source(source.kind, urls[k], source.dest)
         fetch_source(source, dest)
     return Path(dest)
 
 # %% ../nbs/14_public.ipynb #6af67db3
 RECORD = "cad_nb_dataset.json"
 
+
 def _record_ok(final: Path, spec: PublicDataset) -> bool:
     "True if `final` holds a complete copy of `spec` (its record file); an error for a folder that is something else."
-    if not final.exists(): return False
-    try: record = json.loads((final / RECORD).read_text())
+    if not final.exists():
+        return False
+    try:
+        record = json.loads((final / RECORD).read_text())
     except (OSError, json.JSONDecodeError):
-        raise DatasetError(f"{final} exists but holds no complete copy (no readable {RECORD}): "
-                           "delete it or choose another --out") from None
-    if record.get("name") != spec.name: raise DatasetError(f"{final} holds {record.get('name')!r}, not {spec.name!r}")
+        raise DatasetError(
+            f"{final} exists but holds no complete copy (no readable {RECORD}): delete it or choose another --out"
+        ) from None
+    if record.get("name") != spec.name:
+        raise DatasetError(f"{final} holds {record.get('name')!r}, not {spec.name!r}")
     return True
+
 
 def get_dataset(name, out, src=None, urls=None, log=print) -> Path:
     "Prepare public dataset `name` under `out` (from local copy `src`, else its sources); the prepared folder."
@@ -437,14 +580,26 @@ def get_dataset(name, out, src=None, urls=None, log=print) -> Path:
     try:
         counts = spec.convert(root, partial)
         problems = spec.verify(partial)
-        if problems: raise DatasetError(f"the converted copy has {len(problems)} problems, first: {problems[0]}")
-        record = dict(name=spec.name, title=spec.title, source=str(root.resolve()), raw_counts=raw_counts,
-                      counts=counts, layout=spec.layout, licence=spec.licence, citation=spec.citation,
-                      prepared=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if problems:
+            raise DatasetError(f"the converted copy has {len(problems)} problems, first: {problems[0]}")
+        record = dict(
+            name=spec.name,
+            title=spec.title,
+            source=str(root.resolve()),
+            raw_counts=raw_counts,
+            counts=counts,
+            layout=spec.layout,
+            licence=spec.licence,
+            citation=spec.citation,
+            prepared=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
         (partial / RECORD).write_text(json.dumps(record, indent=1))
         os.replace(partial, final)
-    finally: shutil.rmtree(partial, ignore_errors=True)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     subset = f" (a subset of the published {spec.counts})" if raw_counts != spec.counts else ""
-    log(f"{spec.title}: {raw_counts}{subset} from {root}\n  -> {final}: {spec.layout}\n"
-        f"  use: {spec.usage.format(out=final)}\n  licence: {spec.licence}\n  cite: {spec.citation}")
+    log(
+        f"{spec.title}: {raw_counts}{subset} from {root}\n  -> {final}: {spec.layout}\n"
+        f"  use: {spec.usage.format(out=final)}\n  licence: {spec.licence}\n  cite: {spec.citation}"
+    )
     return final

@@ -29,45 +29,58 @@ def has_parameters_cell(path) -> bool:
     nb = nbformat.read(path, as_version=4)
     return any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
 
+
 def needed_datasets(path) -> list[str]:
     "The public datasets a notebook needs: the tags `needs:NAME` of its parameters cell."
     nb = nbformat.read(path, as_version=4)
     tags = [t for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []) for t in c.metadata.tags]
     return [t.split(":", 1)[1] for t in tags if t.startswith("needs:")]
 
+
 def missing_datasets(names, real_data_root) -> list[str]:
     "Those of `names` that `cad-nb data get` has not prepared under `real.root`."
     root = Path(real_data_root) if real_data_root else None
     return [n for n in names if root is None or not (root / get_spec(n).folder / RECORD).is_file()]
 
+
 def skip_line(name, missing) -> str:
     "The one line saying a real-data notebook was skipped, and the commands that would let it run."
     gets = "; ".join(f"cad-nb data get {n} --out DIR" for n in missing)
-    return (f"{name}: skipped, no prepared {', '.join(missing)}: run `{gets}`, then `cad-nb reproduce --real-data DIR` "
-            "(or set real.root = DIR in settings.ini)")
+    return (
+        f"{name}: skipped, no prepared {', '.join(missing)}: run `{gets}`, then `cad-nb reproduce --real-data DIR` "
+        "(or set real.root = DIR in settings.ini)"
+    )
+
 
 def experiment_notebooks(nbs_dir, only=None) -> list[Path]:
     "The experiment notebooks of `nbs_dir` in file order, optionally restricted to the names in `only`."
     nbs = [p for p in sorted(Path(nbs_dir).glob("*.ipynb")) if has_parameters_cell(p)]
-    if not only: return nbs
+    if not only:
+        return nbs
     key = lambda p: {p.stem, p.stem.split("_", 1)[-1]}
     unknown = [n for n in only if not any(n in key(p) for p in nbs)]
-    if unknown: raise ValueError(f"no experiment notebook named {unknown}; available: {[p.stem for p in nbs]}")
+    if unknown:
+        raise ValueError(f"no experiment notebook named {unknown}; available: {[p.stem for p in nbs]}")
     return [p for p in nbs if key(p) & set(only)]
+
 
 def package_dir() -> Path:
     "The folder of the `cad_nb` package in use: it holds the shipped settings.ini and notebooks (nbs/)."
     import cad_nb
+
     return Path(cad_nb.__file__).parent
+
 
 def is_installed_settings(settings=None) -> bool:
     "True when the settings in use are the copy inside the package (a pip install, no checkout around)."
     return find_settings(settings).resolve() == (package_dir() / "settings.ini").resolve()
 
+
 def find_nbs_dir(settings=None) -> Path:
     "The `nbs/` folder beside the settings file (a checkout), else the notebooks shipped in the package."
     for nbs in (find_settings(settings).resolve().parent / "nbs", package_dir() / "nbs"):
-        if nbs.is_dir(): return nbs
+        if nbs.is_dir():
+            return nbs
     raise FileNotFoundError(f"no nbs/ folder beside {find_settings(settings)} nor in the package at {package_dir()}")
 
 # %% ../nbs/99_reproduce.ipynb #7315af8a
@@ -76,48 +89,68 @@ def _environ(**values):
     "Temporarily set environment variables (None leaves a variable alone)."
     old = {k: os.environ.get(k) for k in values}
     os.environ.update({k: str(v) for k, v in values.items() if v is not None})
-    try: yield
+    try:
+        yield
     finally:
         for k, v in old.items():
-            if v is None: os.environ.pop(k, None)
-            else: os.environ[k] = v
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 
 @contextmanager
 def _cwd(folder):
     "Temporarily make `folder` this process's working folder."
     old = os.getcwd()
     os.chdir(folder)
-    try: yield
-    finally: os.chdir(old)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
 
 def run_notebook(nb_path, out_path, parameters: dict, progress_bar=True) -> dict:
     "Execute one notebook with papermill in this process's folder; return its status, seconds and error (if any)."
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
-    t0 = time.time(); result = dict(status="ok", executed=str(out_path))
+
+    t0 = time.time()
+    result = dict(status="ok", executed=str(out_path))
     try:
-        pm.execute_notebook(str(nb_path), str(out_path), parameters=parameters, cwd=None,   # see `reproduce`
-                            kernel_name="python3", progress_bar=progress_bar, log_output=False)
+        pm.execute_notebook(
+            str(nb_path),
+            str(out_path),
+            parameters=parameters,
+            cwd=None,  # see `reproduce`
+            kernel_name="python3",
+            progress_bar=progress_bar,
+            log_output=False,
+        )
     except PapermillExecutionError as e:
         first_line = next((l for l in (e.source or "").splitlines() if l.strip()), "")
         result.update(status="failed", cell=e.cell_index, source=first_line[:120], error=f"{e.ename}: {e.evalue}")
-    except Exception as e:                                     # kernel death, unreadable notebook, ...
+    except Exception as e:  # kernel death, unreadable notebook, ...
         result.update(status="failed", cell=None, error=f"{type(e).__name__}: {e}")
     result["seconds"] = round(time.time() - t0, 1)
     return result
 
 # %% ../nbs/99_reproduce.ipynb #848a5c66
-_PROGRESS = re.compile(r"\d+%\|.*\|")                    # a tqdm bar: "35%|███▌      | 7/20 [...]"
-_NO_WIDGETS = "TqdmWarning: IProgress not found"            # tqdm's note that it has no widgets (it names the install path)
+_PROGRESS = re.compile(r"\d+%\|.*\|")  # a tqdm bar: "35%|███▌      | 7/20 [...]"
+_NO_WIDGETS = "TqdmWarning: IProgress not found"  # tqdm's note that it has no widgets (it names the install path)
+
 
 def strip_progress(text: str) -> str:
-    "`text` of a stderr stream without tqdm's progress bars, its no-widgets warning (and the source line it quotes), and blank lines."
+    """`text` of a stderr stream without tqdm's progress bars, its no-widgets warning (and the source line it
+    quotes), and blank lines."""
     kept, quoted = [], False
     for line in text.replace("\r", "\n").splitlines(keepends=True):
         skip = (quoted and line.startswith(" ")) or _NO_WIDGETS in line or _PROGRESS.search(line) or not line.strip()
         quoted = _NO_WIDGETS in line
-        if not skip: kept.append(line)
+        if not skip:
+            kept.append(line)
     return "".join(kept)
+
 
 def relative_paths(text: str, roots: dict) -> str:
     "`text` with each folder of `roots` (absolute path -> short name) written short: no machine paths in saved outputs."
@@ -125,87 +158,143 @@ def relative_paths(text: str, roots: dict) -> str:
         text = text.replace(str(folder).rstrip("/") + "/", roots[folder] + "/")
     return text
 
+
 def quiet_outputs(nb, roots=None) -> nbformat.NotebookNode:
-    "`nb` with the progress bars taken out of its stderr outputs (an output left empty goes), the folders of `roots` written short."
+    """`nb` with the progress bars taken out of its stderr outputs (an output left empty goes), the folders of
+    `roots` written short."""
     for c in nb.cells:
-        if c.cell_type != "code": continue
+        if c.cell_type != "code":
+            continue
         for o in c.outputs:
-            if o.get("name") == "stderr": o.text = strip_progress(o.text)
-            if o.get("output_type") == "stream" and roots: o.text = relative_paths(o.text, roots)
+            if o.get("name") == "stderr":
+                o.text = strip_progress(o.text)
+            if o.get("output_type") == "stream" and roots:
+                o.text = relative_paths(o.text, roots)
         c.outputs = [o for o in c.outputs if o.get("name") != "stderr" or o.text]
     return nb
 
-PROVENANCE = "*This copy carries the outputs of "           # how the one provenance note of a saved notebook starts
+
+PROVENANCE = "*This copy carries the outputs of "  # how the one provenance note of a saved notebook starts
+
 
 def save_documentation(executed, target, note: str, roots=None) -> Path:
-    "Copy the executed notebook over `target`: papermill's injected cell turned into the markdown `note` (an older note dropped), progress bars left out, `roots` written short."
+    """Copy the executed notebook over `target`: papermill's injected cell turned into the markdown `note` (an older
+    note dropped), progress bars left out, `roots` written short."""
     nb = quiet_outputs(nbformat.read(executed, as_version=4), roots)
     nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(PROVENANCE))]
     for i, c in enumerate(nb.cells):
-        if "injected-parameters" in c.metadata.get("tags", []): nb.cells[i] = nbformat.v4.new_markdown_cell(note, id=c.get("id"))
+        if "injected-parameters" in c.metadata.get("tags", []):
+            nb.cells[i] = nbformat.v4.new_markdown_cell(note, id=c.get("id"))
         keep = {k: v for k, v in c.metadata.items() if k == "tags" and "injected-parameters" not in v}
         nb.cells[i].metadata = keep
     nb.metadata = {k: v for k, v in nb.metadata.items() if k == "kernelspec"}
     nbformat.write(nb, target)
     return Path(target)
 
+
 def _lanes_order(notebooks, old: dict, jobs: int) -> list[Path]:
     "File order for one lane; with several, the longest first by the last recorded times, so the lanes end together."
-    if jobs <= 1: return list(notebooks)
+    if jobs <= 1:
+        return list(notebooks)
     return sorted(notebooks, key=lambda nb: -old.get(nb.stem, {}).get("seconds", 0))
+
 
 def _ini_value(v) -> str:
     "A profile value written back as settings.ini text (the inverse of the typing `load_profile` does)."
-    if v is None: return ""
-    if isinstance(v, bool): return str(v).lower()
-    if isinstance(v, list): return ", ".join(_ini_value(x) for x in v)
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, list):
+        return ", ".join(_ini_value(x) for x in v)
     return str(v)
 
-PATH_SETTINGS = ("data.root", "runtime.cache_dir", "runtime.out_dir", "runtime.run_dir", "teacher.weights", "synthesis.dtd_root",
-                 "real.root")
+
+PATH_SETTINGS = (
+    "data.root",
+    "runtime.cache_dir",
+    "runtime.out_dir",
+    "runtime.run_dir",
+    "teacher.weights",
+    "synthesis.dtd_root",
+    "real.root",
+)
+
 
 def _under(work, value) -> Path:
     "A path setting taken from folder `work` (an absolute one unchanged)."
     return (Path(work) / Path(str(value)).expanduser()).resolve()
 
+
 def write_run_settings(cfg, work, out_dir, path) -> Path:
-    "Write profile `cfg` alone to `path`, its paths made absolute (relative ones taken from `work`) and `runtime.out_dir` set to `out_dir`."
+    """Write profile `cfg` alone to `path`, its paths made absolute (relative ones taken from `work`) and
+    `runtime.out_dir` set to `out_dir`."""
     values = {k: _ini_value(v) for k, v in cfg.values.items()}
     for k in PATH_SETTINGS:
-        if cfg.get(k): values[k] = str(_under(work, cfg.get(k)))
+        if cfg.get(k):
+            values[k] = str(_under(work, cfg.get(k)))
     values["runtime.out_dir"] = str(Path(out_dir).resolve())
     parser = configparser.ConfigParser(interpolation=None)
     parser[cfg.name] = values
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f: parser.write(f)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        parser.write(f)
     return path
 
-def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=None, nbs_dir=None,
-              progress_bar=True, log=print, jobs=1, save_notebooks=False, out=None, real_data=None) -> dict:
-    "Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out` or the profile's out_dir). Real-data notebooks run when `real_data` (or the profile's real_data_root) holds what they need, else are skipped in one line."
+
+def reproduce(
+    profile="cpu",
+    only=None,
+    data_root=None,
+    device="auto",
+    settings=None,
+    nbs_dir=None,
+    progress_bar=True,
+    log=print,
+    jobs=1,
+    save_notebooks=False,
+    out=None,
+    real_data=None,
+) -> dict:
+    """Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out`
+    or the profile's out_dir). Real-data notebooks run when `real_data` (or the profile's real_data_root) holds
+    what they need, else are skipped in one line."""
     from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
+
     data_root = str(Path(data_root).resolve()) if data_root else None
     real_data = str(Path(real_data).resolve()) if real_data else None
-    cfg = load_profile(profile, settings, sets={"data.root": data_root, "runtime.device": device, "real.root": real_data})
+    cfg = load_profile(
+        profile, settings, sets={"data.root": data_root, "runtime.device": device, "real.root": real_data}
+    )
     real_root = cfg.path("real.root") if cfg.real.root else None
     nbs_dir = (Path(nbs_dir) if nbs_dir else find_nbs_dir(settings)).resolve()
     notebooks = experiment_notebooks(nbs_dir, only)
-    work = Path.cwd() if is_installed_settings(settings) else cfg.base        # never write into the installed package
+    work = Path.cwd() if is_installed_settings(settings) else cfg.base  # never write into the installed package
     out_dir = Path(out).resolve() if out else _under(work, cfg.runtime.out_dir)
     executed_dir = work / "outputs" / cfg.name
-    out_dir.mkdir(parents=True, exist_ok=True); executed_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = out_dir / "manifest.json"
     old = json.loads(manifest_path.read_text()).get("notebooks", {}) if manifest_path.exists() else {}
     params = dict(profile=cfg.name, data_root=data_root, device=device)
     settings_env = str(find_settings(settings).resolve())
-    if out or work != cfg.base: settings_env = str(write_run_settings(cfg, work, out_dir, executed_dir / "settings.ini"))
-    manifest = dict(profile=cfg.name, device=device_name(get_device(device)), commit=git_commit(cfg.base),
-                    data_root=params["data_root"] or f"embedded benchmark ({cfg.data.benchmark})", jobs=jobs,
-                    real_data_root=os.path.relpath(real_root, work) if real_root else None,
-                    started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    last_run=[nb.stem for nb in notebooks], notebooks=dict(old))
+    if out or work != cfg.base:
+        settings_env = str(write_run_settings(cfg, work, out_dir, executed_dir / "settings.ini"))
+    manifest = dict(
+        profile=cfg.name,
+        device=device_name(get_device(device)),
+        commit=git_commit(cfg.base),
+        data_root=params["data_root"] or f"embedded benchmark ({cfg.data.benchmark})",
+        jobs=jobs,
+        real_data_root=os.path.relpath(real_root, work) if real_root else None,
+        started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        last_run=[nb.stem for nb in notebooks],
+        notebooks=dict(old),
+    )
     lock, order = Lock(), _lanes_order(notebooks, old, jobs)
+
     def one(i, nb):
         needs = needed_datasets(nb)
         missing = missing_datasets(needs, real_root)
@@ -219,19 +308,24 @@ def reproduce(profile="cpu", only=None, data_root=None, device="auto", settings=
         run_params = dict(params, real_data_root=str(real_root)) if needs else params
         res = run_notebook(nb, executed_dir / nb.name, run_params, progress_bar and jobs == 1)
         res.update(executed=os.path.relpath(res["executed"], work), commit=manifest["commit"])
-        if res["status"] != "ok": log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
+        if res["status"] != "ok":
+            log(f"FAILED {nb.name} in cell {res['cell']} ({res.get('source', '')!r}): {res['error']}")
         else:
             log(f"done {nb.name} in {res['seconds']} s")
             if save_notebooks:
-                note = (f"{PROVENANCE}`cad-nb reproduce --profile {cfg.name}` (commit {manifest['commit']}, "
-                        f"{manifest['device']}, {res['seconds']:.0f} s); the parameters cell above keeps the smoke defaults "
-                        "that the tests run.*")
-                roots = {str(package_dir().resolve()): "cad_nb", str(work): "."}     # no machine paths in the saved copy
+                note = (
+                    f"{PROVENANCE}`cad-nb reproduce --profile {cfg.name}` (commit {manifest['commit']}, "
+                    f"{manifest['device']}, {res['seconds']:.0f} s); the parameters cell above keeps the smoke "
+                    f"defaults "
+                    "that the tests run.*"
+                )
+                roots = {str(package_dir().resolve()): "cad_nb", str(work): "."}  # no machine paths in the saved copy
                 save_documentation(executed_dir / nb.name, nb, note, roots)
         with lock:
             manifest["notebooks"][nb.stem] = res
             manifest_path.write_text(json.dumps(manifest, indent=2))
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None      # one lane's share of the cores
+
+    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None  # one lane's share of the cores
     # Every kernel starts in the notebooks' folder, set once for the process: papermill's own `cwd` changes the
     # process's folder around each run, which races between lanes (a kernel started in the wrong folder).
     env = _environ(CAD_NB_SETTINGS=settings_env, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -248,39 +342,68 @@ def add_reproduce_command(sub):
     r.add_argument("--profile", default="cpu", help="profile of settings.ini: smoke, cpu or paper (default cpu)")
     r.add_argument("--only", nargs="+", metavar="NAME", help="run only these notebooks (e.g. 03_stats or stats)")
     r.add_argument("--data-root", help="a 3CAD or MVTec AD folder instead of the embedded benchmark")
-    r.add_argument("--real-data", metavar="DIR", help="folder of the datasets `cad-nb data get` prepared (the real-data notebooks)")
+    r.add_argument(
+        "--real-data", metavar="DIR", help="folder of the datasets `cad-nb data get` prepared (the real-data notebooks)"
+    )
     r.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     r.add_argument("--settings", help="settings.ini to use (default: found from the current folder)")
     r.add_argument("--out", help="folder for the tables and figures (default: the profile's out_dir)")
     r.add_argument("--list", action="store_true", help="list the experiment notebooks and exit")
-    r.add_argument("--jobs", type=int, default=1, help="notebooks run side by side, the cores shared among them (default 1)")
-    r.add_argument("--save-notebooks", action="store_true", help="write each executed notebook back into nbs/ as its documentation")
+    r.add_argument(
+        "--jobs", type=int, default=1, help="notebooks run side by side, the cores shared among them (default 1)"
+    )
+    r.add_argument(
+        "--save-notebooks", action="store_true", help="write each executed notebook back into nbs/ as its documentation"
+    )
     r.set_defaults(handler=run_reproduce)
     return r
+
 
 def run_reproduce(a, ap) -> int:
     "Run the `reproduce` command of the parsed arguments `a` (`ap`: the parser, for usage errors)."
     if a.list:
-        for p in experiment_notebooks(find_nbs_dir(a.settings)): print(p.stem)
+        for p in experiment_notebooks(find_nbs_dir(a.settings)):
+            print(p.stem)
         return 0
-    try: load_profile(a.profile, a.settings)
-    except SettingsError as e: ap.error(f"--profile {a.profile}: {e}")
-    except FileNotFoundError as e: ap.error(f"--settings: {e}")
-    if a.data_root and not Path(a.data_root).is_dir(): ap.error(f"--data-root {a.data_root} is not a folder")
-    if a.real_data and not Path(a.real_data).is_dir(): ap.error(f"--real-data {a.real_data} is not a folder")
-    if a.jobs < 1: ap.error(f"--jobs {a.jobs} must be at least 1")
-    try: experiment_notebooks(find_nbs_dir(a.settings), a.only)
-    except ValueError as e: ap.error(f"--only: {e}")
-    manifest = reproduce(a.profile, a.only, a.data_root, a.device, a.settings, jobs=a.jobs, save_notebooks=a.save_notebooks, out=a.out,
-                         real_data=a.real_data)
+    try:
+        load_profile(a.profile, a.settings)
+    except SettingsError as e:
+        ap.error(f"--profile {a.profile}: {e}")
+    except FileNotFoundError as e:
+        ap.error(f"--settings: {e}")
+    if a.data_root and not Path(a.data_root).is_dir():
+        ap.error(f"--data-root {a.data_root} is not a folder")
+    if a.real_data and not Path(a.real_data).is_dir():
+        ap.error(f"--real-data {a.real_data} is not a folder")
+    if a.jobs < 1:
+        ap.error(f"--jobs {a.jobs} must be at least 1")
+    try:
+        experiment_notebooks(find_nbs_dir(a.settings), a.only)
+    except ValueError as e:
+        ap.error(f"--only: {e}")
+    manifest = reproduce(
+        a.profile,
+        a.only,
+        a.data_root,
+        a.device,
+        a.settings,
+        jobs=a.jobs,
+        save_notebooks=a.save_notebooks,
+        out=a.out,
+        real_data=a.real_data,
+    )
     ran = {k: manifest["notebooks"][k] for k in manifest["last_run"]}
     failed = {k: v for k, v in ran.items() if v["status"] == "failed"}
     skipped = [k for k, v in ran.items() if v["status"] == "skipped"]
     where = a.out or "the profile's out_dir"
-    print(f"{len(ran) - len(failed) - len(skipped)} notebooks ok, {len(failed)} failed, {len(skipped)} skipped "
-          f"(no real data); manifest in {where}")
-    for k, v in failed.items(): print(f"  {k}: cell {v['cell']} ({v.get('source', '')!r}): {v['error']}")
+    print(
+        f"{len(ran) - len(failed) - len(skipped)} notebooks ok, {len(failed)} failed, {len(skipped)} skipped "
+        f"(no real data); manifest in {where}"
+    )
+    for k, v in failed.items():
+        print(f"  {k}: cell {v['cell']} ({v.get('source', '')!r}): {v['error']}")
     return 1 if failed else 0
+
 
 def main(argv=None) -> int:
     "The `reproduce` command alone (the `cad-nb` console script, `cad_nb.cli.main`, has it with the others)."

@@ -24,11 +24,16 @@ from .data import MASK_RESIZE, AnomalyDataset, read_category
 from .destseg import DeSTSeg, fit_destseg
 from .metrics import evaluate
 from .mtl import profile_model, train_profile
-from .settings import (CFRGSettings, DeSTSegSettings, MultiTaskSettings, PaDiMSettings, RDSettings,
-                             register_settings)
+from cad_nb.settings import (
+    CFRGSettings,
+    DeSTSegSettings,
+    MultiTaskSettings,
+    PaDiMSettings,
+    RDSettings,
+    register_settings,
+)
 from .synthesis import TEXTURE_CHOICES, AnomalySynthesizer, SynthesisDataset, ValidationSet
 from .train import fit, predict
-
 
 # %% auto #0
 __all__ = ['REGISTRY', 'METHODS', 'Method', 'register_method', 'get_method', 'method_names', 'load_plugins', 'category_datasets',
@@ -41,30 +46,47 @@ __all__ = ['REGISTRY', 'METHODS', 'Method', 'register_method', 'get_method', 'me
 @dataclass(frozen=True)
 class Method:
     "A method as the runner, the CLI and the notebooks know it: its settings, how it is built, trained and scored."
-    name: str                     # as tables and run folders show it ("CFRG")
-    section: str                  # its settings section (`cfrg`: `cfrg.epochs`, ...)
-    build: Callable               # build(cfg, teacher, **options) -> nn.Module
-    train: Callable               # train(model, cfg, train_set, epochs=None, **run) -> loss history, or None (fitted)
-    budget: Callable              # budget(cfg) -> (amount, unit): what `train` runs for, e.g. (30, "epochs")
-    uses: tuple = ("data", "teacher", "maps")   # what else its trained weights depend on (sections or keys)
-    kind: str = "anomaly"         # anomaly: a category of a 3CAD / MVTec AD folder; multitask: a COCO folder
+
+    name: str  # as tables and run folders show it ("CFRG")
+    section: str  # its settings section (`cfrg`: `cfrg.epochs`, ...)
+    build: Callable  # build(cfg, teacher, **options) -> nn.Module
+    train: Callable  # train(model, cfg, train_set, epochs=None, **run) -> loss history, or None (fitted)
+    budget: Callable  # budget(cfg) -> (amount, unit): what `train` runs for, e.g. (30, "epochs")
+    uses: tuple = ("data", "teacher", "maps")  # what else its trained weights depend on (sections or keys)
+    kind: str = "anomaly"  # anomaly: a category of a 3CAD / MVTec AD folder; multitask: a COCO folder
     score: Callable | None = None  # score(model, dataset, cfg, device) -> (predictions, metrics); None: `score_set`
+
     def identity(self) -> tuple:
         "What a run of this method depends on: its own section, `uses` and the seed."
         return (self.section, *self.uses, "runtime.seed")
+
     def digest(self, cfg, *extra) -> str:
         "Eight hex digits naming a run of this method under `cfg` (plus `extra` sections or keys)."
         return cfg.digest(*self.identity(), *extra)
 
+
 REGISTRY: dict[str, Method] = {}
 
-def register_method(name: str, settings: type, *, build, train, budget, section=None, uses=("data", "teacher", "maps"),
-                    kind="anomaly", score=None) -> Method:
-    "Put method `name` in the registry, its settings class `settings` as section `section` (default: `name` lower-cased)."
+
+def register_method(
+    name: str,
+    settings: type,
+    *,
+    build,
+    train,
+    budget,
+    section=None,
+    uses=("data", "teacher", "maps"),
+    kind="anomaly",
+    score=None,
+) -> Method:
+    """Put method `name` in the registry, its settings class `settings` as section `section` (default: `name` lower-
+    cased)."""
     section = section or name.lower()
     register_settings(section, settings)
     REGISTRY[name.lower()] = method = Method(name, section, build, train, budget, tuple(uses), kind, score)
     return method
+
 
 def get_method(name) -> Method:
     "The registered method called `name` (any case); an error naming the registered ones otherwise."
@@ -73,26 +95,30 @@ def get_method(name) -> Method:
         raise ValueError(f"unknown method {name!r}; registered: {', '.join(m.name for m in REGISTRY.values())}")
     return method
 
+
 def method_names(kind=None) -> list[str]:
     "The registered methods' names (of one `kind`: anomaly or multitask), in registration order."
     return [m.name for m in REGISTRY.values() if kind in (None, m.kind)]
 
+
 def load_plugins(group="cad_nb.methods") -> list[str]:
     "Import the modules that installed packages declare under the entry-point `group` (each registers its methods)."
     from importlib.metadata import entry_points
+
     loaded = []
     for point in entry_points(group=group):
         point.load()
         loaded.append(point.name)
     return loaded
 
-
 # %% ../nbs/13_runner.ipynb #d98a2e06
 def _subset(samples, n, seed):
     "At most `n` of `samples` (0 = all), a seeded choice kept in file order."
-    if not n or n >= len(samples): return samples
+    if not n or n >= len(samples):
+        return samples
     keep = np.sort(np.random.default_rng(seed).choice(len(samples), n, replace=False))
     return [samples[i] for i in keep]
+
 
 def category_datasets(root, category, image_size, max_train=0, max_test=0, seed=0, mask_resize="any-overlap"):
     "(train, test) AnomalyDatasets of a category, optionally subsampled (test: good and defective alike)."
@@ -108,143 +134,244 @@ def category_datasets(root, category, image_size, max_train=0, max_test=0, seed=
     train_set = AnomalyDataset(_subset(train, max_train, seed), image_size)
     return train_set, AnomalyDataset(test, image_size, mask_resize=mask_resize)
 
+
 def split_validation(train_set, n, cfg) -> tuple:
     "(train, validation): `n` seeded training images held out as a `ValidationSet`; n = 0: (train_set, None)."
-    if not n: return train_set, None
+    if not n:
+        return train_set, None
     samples = train_set.samples
     if not 2 <= n <= len(samples) - 2:
-        raise ValueError(f"data.val_images = {n}: hold out 2 to {len(samples) - 2} of the {len(samples)} training "
-                         "images (or 0 for none)")
+        raise ValueError(
+            f"data.val_images = {n}: hold out 2 to {len(samples) - 2} of the {len(samples)} training "
+            "images (or 0 for none)"
+        )
     held = set(np.random.default_rng([cfg.runtime.seed, 2]).choice(len(samples), n, replace=False).tolist())
-    def part(keep): return AnomalyDataset([s for i, s in enumerate(samples) if (i in held) == keep], train_set.image_size)
+
+    def part(keep):
+        return AnomalyDataset([s for i, s in enumerate(samples) if (i in held) == keep], train_set.image_size)
+
     return part(False), ValidationSet(part(True), synthesizer(cfg), cfg.runtime.seed)
+
 
 def texture_root(cfg) -> Path | None:
     "The DTD folder the synthesis blends from (`synthesis.textures = dtd`), or None for the embedded textures."
     choice = cfg.synthesis.textures
-    if choice == "embedded": return None
-    if choice != "dtd": raise ValueError(f"profile {cfg.name}: synthesis.textures = {choice!r}; choose dtd or embedded")
+    if choice == "embedded":
+        return None
+    if choice != "dtd":
+        raise ValueError(f"profile {cfg.name}: synthesis.textures = {choice!r}; choose dtd or embedded")
     if not cfg.synthesis.dtd_root:
-        raise ValueError(f"profile {cfg.name}: synthesis.textures = dtd needs synthesis.dtd_root, a folder of the "
-                         "Describable Textures Dataset (download dtd-r1.0.1.tar.gz from "
-                         "https://www.robots.ox.ac.uk/~vgg/data/dtd/, unpack it and point synthesis.dtd_root at "
-                         "dtd/images); to blend the embedded textures on purpose instead, set synthesis.textures = "
-                         "embedded (in settings.ini, or --set synthesis.textures=embedded)")
+        raise ValueError(
+            f"profile {cfg.name}: synthesis.textures = dtd needs synthesis.dtd_root, a folder of the "
+            "Describable Textures Dataset (download dtd-r1.0.1.tar.gz from "
+            "https://www.robots.ox.ac.uk/~vgg/data/dtd/, unpack it and point synthesis.dtd_root at "
+            "dtd/images); to blend the embedded textures on purpose instead, set synthesis.textures = "
+            "embedded (in settings.ini, or --set synthesis.textures=embedded)"
+        )
     return cfg.path("synthesis.dtd_root")
+
 
 def synthesizer(cfg, texture_choice=None) -> AnomalySynthesizer:
     "The profile's anomaly synthesis (`synthesis.*`), textures chosen per `texture_choice` (default: the profile's)."
-    return AnomalySynthesizer(texture_root(cfg), texture_choice=texture_choice or cfg.synthesis.texture_choice,
-                              gray=cfg.synthesis.gray)
+    return AnomalySynthesizer(
+        texture_root(cfg), texture_choice=texture_choice or cfg.synthesis.texture_choice, gray=cfg.synthesis.gray
+    )
+
 
 def map_style(cfg) -> MapStyle:
     "How CFRG, RD and PaDiM make their maps in this profile (`maps.sigma`, `maps.padding`, `maps.align_corners`)."
     sigma = cfg.maps.sigma
     if not 0 <= sigma < cfg.data.image_size:
-        raise ValueError(f"maps.sigma = {sigma!r}: the blur's sigma in pixels, a number from 0 (no blur) to below "
-                         "data.image_size")
-    try: return MapStyle(sigma=float(sigma), padding=cfg.maps.padding, align_corners=cfg.maps.align_corners)
-    except ValueError as e: raise ValueError(f"maps.padding: {e}") from None
+        raise ValueError(
+            f"maps.sigma = {sigma!r}: the blur's sigma in pixels, a number from 0 (no blur) to below data.image_size"
+        )
+    try:
+        return MapStyle(sigma=float(sigma), padding=cfg.maps.padding, align_corners=cfg.maps.align_corners)
+    except ValueError as e:
+        raise ValueError(f"maps.padding: {e}") from None
+
 
 def _check_teacher_tag(cfg, key):
     "Stop on a `key` that names no timm model or no pretrained tag of one."
     name = cfg.get(key)
-    if not name: return
-    fix = (f"set {key} to a timm name such as wide_resnet50_2.tv_in1k or tf_efficientnet_lite0 (settings.ini, or "
-           f"--set {key}=...)")
-    if not timm.is_model(name): raise ValueError(f"profile {cfg.name}: {key} = {name!r} is not a timm model; {fix}")
+    if not name:
+        return
+    fix = (
+        f"set {key} to a timm name such as wide_resnet50_2.tv_in1k or tf_efficientnet_lite0 (settings.ini, or "
+        f"--set {key}=...)"
+    )
+    if not timm.is_model(name):
+        raise ValueError(f"profile {cfg.name}: {key} = {name!r} is not a timm model; {fix}")
     arch, _, tag = str(name).partition(".")
     if tag and name not in timm.list_pretrained(f"{arch}.*"):
-        raise ValueError(f"profile {cfg.name}: {key} = {name!r}: timm has no weights tagged {tag!r} for {arch} "
-                         f"(it has {', '.join(timm.list_pretrained(arch + '.*'))}); {fix}")
+        raise ValueError(
+            f"profile {cfg.name}: {key} = {name!r}: timm has no weights tagged {tag!r} for {arch} "
+            f"(it has {', '.join(timm.list_pretrained(arch + '.*'))}); {fix}"
+        )
+
 
 def check_profile(cfg):
     "Stop before any training, naming the setting and the fix, on a profile that cannot run."
     if cfg.data.image_size % 32:
-        raise ValueError(f"profile {cfg.name}: data.image_size = {cfg.data.image_size} is not a multiple of 32 (the "
-                         "methods downsample to 1/32); set it to e.g. 128 or 256 (--set data.image_size=256)")
-    for key in ("teacher.name", "cfrg.student", "destseg.teacher", "destseg.student"): _check_teacher_tag(cfg, key)
+        raise ValueError(
+            f"profile {cfg.name}: data.image_size = {cfg.data.image_size} is not a multiple of 32 (the "
+            "methods downsample to 1/32); set it to e.g. 128 or 256 (--set data.image_size=256)"
+        )
+    for key in ("teacher.name", "cfrg.student", "destseg.teacher", "destseg.student"):
+        _check_teacher_tag(cfg, key)
     for key, choices in [("data.mask_resize", MASK_RESIZE), ("synthesis.texture_choice", TEXTURE_CHOICES)]:
         if cfg.get(key) not in choices:
             raise ValueError(f"profile {cfg.name}: {key} = {cfg.get(key)!r}; choose one of {choices}")
-    try: map_style(cfg)
-    except ValueError as e: raise ValueError(f"profile {cfg.name}: {e}") from None
+    try:
+        map_style(cfg)
+    except ValueError as e:
+        raise ValueError(f"profile {cfg.name}: {e}") from None
     texture_root(cfg)
+
 
 def make_teacher(cfg) -> Teacher:
     "The profile's teacher (`teacher.*`), seeded, after `check_profile`; sets `runtime.threads`."
-    check_profile(cfg)                                     # a profile that cannot run stops before any training
-    if cfg.runtime.threads: torch.set_num_threads(cfg.runtime.threads)
+    check_profile(cfg)  # a profile that cannot run stops before any training
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
     seed_everything(cfg.runtime.seed)
     return Teacher(cfg.teacher.name, cfg.teacher.pretrained, cfg.teacher.weights)
-
 
 # %% ../nbs/13_runner.ipynb #c92bef7c
 def _run_options(cfg, checkpoint=None, device="cpu", progress=True, desc=None, stop_after=None, callback=None) -> dict:
     "The arguments every training loop takes, from the profile's run-time settings."
-    return dict(device=device, seed=cfg.runtime.seed, workers=cfg.runtime.workers, checkpoint=checkpoint,
-                progress=progress, desc=desc, stop_after=stop_after, callback=callback)
+    return dict(
+        device=device,
+        seed=cfg.runtime.seed,
+        workers=cfg.runtime.workers,
+        checkpoint=checkpoint,
+        progress=progress,
+        desc=desc,
+        stop_after=stop_after,
+        callback=callback,
+    )
+
 
 def _blocks(settings) -> dict:
     "The bottleneck and decoder sizes of a CFRG or RD settings object."
     return dict(bottleneck_blocks=settings.bottleneck_blocks, decoder_blocks=settings.decoder_blocks)
 
+
 def build_cfrg(cfg, teacher, student=None, **options) -> CFRG:
     "CFRG on the shared `teacher`, sized by `cfrg.*` (options: CFRG's constructor arguments, e.g. an ablation's)."
-    return CFRG(teacher, student or cfg.cfrg.student, head_width=cfg.cfrg.head_width, **_blocks(cfg.cfrg),
-                map_style=map_style(cfg), **options)
+    return CFRG(
+        teacher,
+        student or cfg.cfrg.student,
+        head_width=cfg.cfrg.head_width,
+        **_blocks(cfg.cfrg),
+        map_style=map_style(cfg),
+        **options,
+    )
+
 
 def train_cfrg(model, cfg, train_set, epochs=None, loss=None, **run) -> dict:
     "CFRG's recipe: synthesised anomalies, Adam with lr steps at 80% and 90% of the epochs."
     synth = SynthesisDataset(train_set, synthesizer(cfg), seed=cfg.runtime.seed)
-    return fit(model, partial(cfrg_step, criterion=loss or CFRGLoss()), synth, epochs=epochs or cfg.cfrg.epochs,
-               batch_size=cfg.cfrg.batch_size, lr=cfg.cfrg.lr, **run)
+    return fit(
+        model,
+        partial(cfrg_step, criterion=loss or CFRGLoss()),
+        synth,
+        epochs=epochs or cfg.cfrg.epochs,
+        batch_size=cfg.cfrg.batch_size,
+        lr=cfg.cfrg.lr,
+        **run,
+    )
+
 
 def build_rd(cfg, teacher) -> ReverseDistillation:
     "RD4AD on the shared `teacher`, its bottleneck and decoder sized by `rd.*`."
     return ReverseDistillation(teacher, **_blocks(cfg.rd), map_style=map_style(cfg))
 
+
 def train_rd(model, cfg, train_set, epochs=None, **run) -> dict:
     "RD4AD's recipe: normal images only, Adam at a constant lr."
-    return fit(model, rd_step, train_set, epochs=epochs or cfg.rd.epochs, batch_size=cfg.rd.batch_size,
-               lr=cfg.rd.lr, gamma=1.0, **run)
+    return fit(
+        model,
+        rd_step,
+        train_set,
+        epochs=epochs or cfg.rd.epochs,
+        batch_size=cfg.rd.batch_size,
+        lr=cfg.rd.lr,
+        gamma=1.0,
+        **run,
+    )
+
 
 def build_padim(cfg, teacher) -> PaDiM:
     "PaDiM on the shared `teacher`."
     return PaDiM(teacher, seed=cfg.runtime.seed, map_style=map_style(cfg))
 
+
 def train_padim(model, cfg, train_set, epochs=None, device="cpu", **run) -> None:
     "PaDiM fits its Gaussians in one pass (no loss history)."
     fit_padim(model, train_set, cfg.padim.batch_size, device, cfg.runtime.workers)
 
+
 def build_destseg(cfg, teacher) -> DeSTSeg:
     "DeSTSeg on its own teacher (`destseg.teacher`; empty: the shared one), sized by `destseg.*`."
     own = cfg.destseg.teacher
-    return DeSTSeg(Teacher(own, cfg.teacher.pretrained) if own else teacher, student_encoder=cfg.destseg.student,
-                   seg_width=cfg.destseg.seg_width)
+    return DeSTSeg(
+        Teacher(own, cfg.teacher.pretrained) if own else teacher,
+        student_encoder=cfg.destseg.student,
+        seg_width=cfg.destseg.seg_width,
+    )
+
 
 def train_destseg(model, cfg, train_set, epochs=None, **run) -> dict:
     "DeSTSeg's two phases (student, then segmentation), its release's random texture per draw."
     synth = SynthesisDataset(train_set, synthesizer(cfg, "random"), seed=cfg.runtime.seed)
     s = cfg.destseg
-    return fit_destseg(model, synth, phase1_steps=s.student_steps, phase2_steps=s.seg_steps,
-                       batch_size=s.batch_size, lr_scale=s.lr_scale, **run)
+    return fit_destseg(
+        model,
+        synth,
+        phase1_steps=s.student_steps,
+        phase2_steps=s.seg_steps,
+        batch_size=s.batch_size,
+        lr_scale=s.lr_scale,
+        **run,
+    )
 
-register_method("CFRG", CFRGSettings, build=build_cfrg, train=train_cfrg, uses=("data", "teacher", "maps", "synthesis"),
-                budget=lambda cfg: (cfg.cfrg.epochs, "epochs"))
+
+register_method(
+    "CFRG",
+    CFRGSettings,
+    build=build_cfrg,
+    train=train_cfrg,
+    uses=("data", "teacher", "maps", "synthesis"),
+    budget=lambda cfg: (cfg.cfrg.epochs, "epochs"),
+)
 register_method("RD", RDSettings, build=build_rd, train=train_rd, budget=lambda cfg: (cfg.rd.epochs, "epochs"))
 register_method("PaDiM", PaDiMSettings, build=build_padim, train=train_padim, budget=lambda cfg: (1, "pass"))
-register_method("DeSTSeg", DeSTSegSettings, build=build_destseg, train=train_destseg, uses=("data", "teacher", "synthesis"),
-                budget=lambda cfg: (cfg.destseg.student_steps + cfg.destseg.seg_steps, "steps"))
+register_method(
+    "DeSTSeg",
+    DeSTSegSettings,
+    build=build_destseg,
+    train=train_destseg,
+    uses=("data", "teacher", "synthesis"),
+    budget=lambda cfg: (cfg.destseg.student_steps + cfg.destseg.seg_steps, "steps"),
+)
+
 
 def build_multitask(cfg, teacher=None, backbone=None, n_classes=1) -> nn.Module:
     "The multi-task model on `backbone` (default: the first of `mtl.backbones`) for `n_classes` defect classes."
     return profile_model(cfg, backbone or cfg.mtl.backbones[0], n_classes)
 
-register_method("mtl", MultiTaskSettings, build=build_multitask, train=train_profile, kind="multitask", uses=(),
-                budget=lambda cfg: (cfg.mtl.steps, "steps"))
-METHODS = tuple(method_names("anomaly"))                  # the paper's tables, in this order
 
+register_method(
+    "mtl",
+    MultiTaskSettings,
+    build=build_multitask,
+    train=train_profile,
+    kind="multitask",
+    uses=(),
+    budget=lambda cfg: (cfg.mtl.steps, "steps"),
+)
+METHODS = tuple(method_names("anomaly"))  # the paper's tables, in this order
 
 # %% ../nbs/13_runner.ipynb #813c27a2
 def build_method(name, cfg, teacher, **options) -> nn.Module:
@@ -253,8 +380,22 @@ def build_method(name, cfg, teacher, **options) -> nn.Module:
     seed_everything(cfg.runtime.seed)
     return method.build(cfg, teacher, **options)
 
-def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", loss=None, epochs=None,
-                 progress=True, desc=None, stop_after=None, callback=None, **options):
+
+def train_method(
+    name,
+    cfg,
+    train_set,
+    teacher,
+    checkpoint=None,
+    device="cpu",
+    loss=None,
+    epochs=None,
+    progress=True,
+    desc=None,
+    stop_after=None,
+    callback=None,
+    **options,
+):
     "(model, loss history) of method `name` trained with its recipe, or fitted (history None), on `train_set`."
     method = get_method(name)
     model = build_method(name, cfg, teacher, **options)
@@ -262,61 +403,105 @@ def train_method(name, cfg, train_set, teacher, checkpoint=None, device="cpu", l
     extra = dict(loss=loss) if loss is not None else {}
     return model, method.train(model, cfg, train_set, epochs=epochs, **extra, **run)
 
-
 # %% ../nbs/13_runner.ipynb #139028b0
 def score_set(model, dataset, cfg, device="cpu") -> tuple:
-    "(predictions, metrics) of `model` on `dataset`; image labels are the dataset's (its folders), not read off resized masks."
+    """(predictions, metrics) of `model` on `dataset`; image labels are the dataset's (its folders), not read off
+    resized masks."""
     pred = predict(model, dataset, cfg.runtime.eval_batch_size, device, cfg.runtime.workers)
     return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan", labels=pred["labels"])
+
 
 def val_score(metrics: dict) -> float:
     "What model selection maximises on validation data: the mean of I-AUROC, P-AUROC and AUPRO."
     return float(np.nanmean([metrics["i_auroc"], metrics["p_auroc"], metrics["aupro"]]))
 
+
 class ValidationTracker:
-    "A training callback: `score(model)` every `every` epochs; with `patience`, the best state kept and a stop after `patience` scores without a gain."
+    """A training callback: `score(model)` every `every` epochs; with `patience`, the best state kept and a stop
+    after `patience` scores without a gain."""
+
     def __init__(self, score, every=1, patience=0):
         self.score, self.every, self.patience = score, every, patience
         self.best, self.best_epoch, self.state, self.stale, self.seconds = -np.inf, None, None, 0, 0.0
+
     def validate(self, model) -> dict:
         "The validation metrics of `model` (their time is kept apart from training's)."
         t = time.time()
         found = self.score(model)
         self.seconds += time.time() - t
         return found
+
     def __call__(self, epoch, model):
-        if not self.every or (epoch + 1) % self.every: return None
+        if not self.every or (epoch + 1) % self.every:
+            return None
         found = self.validate(model)
-        if not self.patience: return found
+        if not self.patience:
+            return found
         if val_score(found) > self.best:
             self.best, self.best_epoch, self.stale = val_score(found), epoch, 0
             self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else: self.stale += 1
+        else:
+            self.stale += 1
         return dict(found, stop=self.stale >= self.patience)
 
-def _metrics_of(point: dict) -> dict: return {k: v for k, v in point.items() if k not in ("epoch", "step")}
 
-def run_method(name, cfg, train_set, test_set, teacher, run_name, device="cpu", loss=None, epochs=None,
-               progress=True, val_set=None, track_every=0, patience=0, **options) -> dict:
-    "Train (or fit) method `name`, score `test_set`; dict(metrics, val_metrics, pred, history, train_s, test_s, best_epoch). A `val_set` is scored at the end (`val_metrics`) and, with `track_every`, every that many epochs (history['callback']); with `patience`, the best epoch on validation is the one tested."
-    if track_every and val_set is None: raise ValueError("track_every needs val_set: training curves are scored on validation data, never on the test split")
-    if patience and not track_every: raise ValueError("patience needs track_every: the best epoch is chosen on validation scores")
+def _metrics_of(point: dict) -> dict:
+    return {k: v for k, v in point.items() if k not in ("epoch", "step")}
+
+
+def run_method(
+    name,
+    cfg,
+    train_set,
+    test_set,
+    teacher,
+    run_name,
+    device="cpu",
+    loss=None,
+    epochs=None,
+    progress=True,
+    val_set=None,
+    track_every=0,
+    patience=0,
+    **options,
+) -> dict:
+    """Train (or fit) method `name`, score `test_set`; dict(metrics, val_metrics, pred, history, train_s, test_s,
+    best_epoch). A `val_set` is scored at the end (`val_metrics`) and, with `track_every`, every that many epochs
+    (history['callback']); with `patience`, the best epoch on validation is the one tested."""
+    if track_every and val_set is None:
+        raise ValueError(
+            "track_every needs val_set: training curves are scored on validation data, never on the test split"
+        )
+    if patience and not track_every:
+        raise ValueError("patience needs track_every: the best epoch is chosen on validation scores")
     t0 = time.time()
     tracker = ValidationTracker(lambda m: score_set(m, val_set, cfg, device)[1], track_every, patience)
     digest = get_method(name).digest(cfg, "bench.max_train")
-    checkpoint = None if patience else cfg.path("runtime.run_dir") / "cfrg" / f"{run_name}_{digest}.pt"   # a selection run does not resume
-    model, history = train_method(name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name,
-                                  callback=tracker, **options)
+    checkpoint = (
+        None if patience else cfg.path("runtime.run_dir") / "cfrg" / f"{run_name}_{digest}.pt"
+    )  # a selection run does not resume
+    model, history = train_method(
+        name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=tracker, **options
+    )
     val_metrics, points = None, (history or {}).get("callback", [])
-    if tracker.state is not None:                                              # the best epoch on validation
+    if tracker.state is not None:  # the best epoch on validation
         model.load_state_dict(tracker.state)
         val_metrics = _metrics_of(next(p for p in points if p["epoch"] == tracker.best_epoch))
     elif val_set is not None:
-        done = bool(points) and points[-1]["step"] == len(history["step"])       # the last epoch was scored already
+        done = bool(points) and points[-1]["step"] == len(history["step"])  # the last epoch was scored already
         val_metrics = _metrics_of(points[-1]) if done else tracker.validate(model)
         if track_every and history is not None and not done:
-            history.setdefault("callback", []).append(dict(epoch=history["epoch"][-1]["epoch"], step=len(history["step"]), **val_metrics))
+            history.setdefault("callback", []).append(
+                dict(epoch=history["epoch"][-1]["epoch"], step=len(history["step"]), **val_metrics)
+            )
     t1 = time.time()
     pred, metrics = (get_method(name).score or score_set)(model, test_set, cfg, device)
-    return dict(metrics=metrics, val_metrics=val_metrics, pred=pred, history=history, train_s=t1 - t0 - tracker.seconds,
-                test_s=time.time() - t1, best_epoch=tracker.best_epoch)
+    return dict(
+        metrics=metrics,
+        val_metrics=val_metrics,
+        pred=pred,
+        history=history,
+        train_s=t1 - t0 - tracker.seconds,
+        test_s=time.time() - t1,
+        best_epoch=tracker.best_epoch,
+    )

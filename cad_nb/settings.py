@@ -20,50 +20,61 @@ __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'Teac
 @dataclass(frozen=True)
 class RuntimeSettings:
     "Where and how a run executes: the seed, the device, threads and loader workers, and the folders written."
+
     seed: int = 0
-    device: str = "auto"                         # auto | cpu | cuda | cuda:N
-    threads: int = 0                             # torch threads of the anomaly methods (0: torch's default)
-    workers: int = 8                             # DataLoader workers
-    processes: int = 2                           # processes for CPU-bound work such as the dataset statistics
-    eval_batch_size: int = 32                    # images per forward pass when scoring
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch threads of the anomaly methods (0: torch's default)
+    workers: int = 8  # DataLoader workers
+    processes: int = 2  # processes for CPU-bound work such as the dataset statistics
+    eval_batch_size: int = 32  # images per forward pass when scoring
     cache_dir: str = ".cache/cad_nb"
     run_dir: str = "_runs/paper/runs"
     out_dir: str = "figures/paper"
 
+
 @dataclass(frozen=True)
 class DataSettings:
     "Which images a 3C anomaly method sees and how the test masks are sized."
-    root: str | None = None                      # a 3CAD / MVTec AD folder; None: the embedded benchmark
-    benchmark: str = "full"                      # size of the embedded benchmark (smoke | full)
+
+    root: str | None = None  # a 3CAD / MVTec AD folder; None: the embedded benchmark
+    benchmark: str = "full"  # size of the embedded benchmark (smoke | full)
     image_size: int = 256
-    mask_resize: str = "nearest"                 # nearest | any-overlap (how test masks shrink to image_size)
-    val_images: int = 0                          # training images held out as validation data (0: none)
+    mask_resize: str = "nearest"  # nearest | any-overlap (how test masks shrink to image_size)
+    val_images: int = 0  # training images held out as validation data (0: none)
+
 
 @dataclass(frozen=True)
 class TeacherSettings:
     "The frozen, pretrained feature extractor CFRG, RD, PaDiM (and DeSTSeg by default) read."
-    name: str = "wide_resnet50_2.tv_in1k"        # a timm name, optionally with its pretrained tag
+
+    name: str = "wide_resnet50_2.tv_in1k"  # a timm name, optionally with its pretrained tag
     pretrained: bool = True
-    weights: str | None = None                   # a local weights file instead of timm's hub/cache
+    weights: str | None = None  # a local weights file instead of timm's hub/cache
+
 
 @dataclass(frozen=True)
 class SynthesisSettings:
     "The Perlin/DTD anomaly synthesis of CFRG and DeSTSeg."
-    textures: str = "dtd"                        # dtd (from dtd_root) | embedded
+
+    textures: str = "dtd"  # dtd (from dtd_root) | embedded
     dtd_root: str | None = None
-    texture_choice: str = "per-image"            # per-image | random
-    gray: bool = False                           # blend the textures' luminance only
+    texture_choice: str = "per-image"  # per-image | random
+    gray: bool = False  # blend the textures' luminance only
+
 
 @dataclass(frozen=True)
 class MapSettings:
     "How CFRG, RD and PaDiM blur and resize their anomaly maps."
-    sigma: float = 4.0                           # the blur's sigma in pixels (4 at 256 px)
-    padding: str = "reflect"                     # scipy's names: reflect | mirror | nearest | constant
+
+    sigma: float = 4.0  # the blur's sigma in pixels (4 at 256 px)
+    padding: str = "reflect"  # scipy's names: reflect | mirror | nearest | constant
     align_corners: bool = True
+
 
 @dataclass(frozen=True)
 class BenchSettings:
     "Budgets of the benchmark notebooks (20, 21): how many categories and images their tables use."
+
     max_categories: int = 0
     max_train: int = 0
     max_test: int = 0
@@ -75,23 +86,26 @@ class BenchSettings:
     curve_every: int = 5
     fig_images: int = 3
 
+
 @dataclass(frozen=True)
 class RealSettings:
     "The real-data notebooks (22, 32): where `cad-nb data get` put the data, and their budgets."
-    root: str | None = None                      # None: the real-data notebooks are skipped
+
+    root: str | None = None  # None: the real-data notebooks are skipped
     max_train: int = 0
     max_test: int = 0
-    val_images: int = 40                         # training images held out to choose the epochs on
-    epochs: int = 200                            # at most this many epochs, the best chosen on validation
+    val_images: int = 40  # training images held out to choose the epochs on
+    epochs: int = 200  # at most this many epochs, the best chosen on validation
     patience: int = 10
     destseg_seg_steps: int = 4000
     padim_sizes: tuple[int, ...] = (256,)
-    mtl_images: int = 1920000                    # images through the backbone per multi-task run
+    mtl_images: int = 1920000  # images through the backbone per multi-task run
 
 # %% ../nbs/00a_settings.ipynb #806aff0b
 @dataclass(frozen=True)
 class CFRGSettings:
     "CFRG (3CAD, AAAI 2025): student, schedule and the release's sizes (105,312,881 trained parameters)."
+
     student: str = "efficientnet_b0"
     lr: float = 5e-4
     epochs: int = 50
@@ -100,24 +114,30 @@ class CFRGSettings:
     bottleneck_blocks: int = 3
     decoder_blocks: tuple[int, ...] = (3, 4, 6)
 
+
 @dataclass(frozen=True)
 class RDSettings:
     "Reverse Distillation (RD4AD): constant lr 5e-3, batch 16, 200 epochs, the release's bottleneck and decoder."
+
     lr: float = 5e-3
     batch_size: int = 16
     epochs: int = 200
     bottleneck_blocks: int = 3
     decoder_blocks: tuple[int, ...] = (3, 4, 6)
 
+
 @dataclass(frozen=True)
 class PaDiMSettings:
     "PaDiM: one pass over the training images to fit a Gaussian per position."
+
     batch_size: int = 32
+
 
 @dataclass(frozen=True)
 class DeSTSegSettings:
     "DeSTSeg (CVPR 2023): its own ResNet-18 teacher and student, two phases counted in steps."
-    teacher: str | None = "resnet18.tv_in1k"     # None: the shared teacher (teacher.name)
+
+    teacher: str | None = "resnet18.tv_in1k"  # None: the shared teacher (teacher.name)
     student: str = "resnet18"
     student_steps: int = 1000
     seg_steps: int = 4000
@@ -125,16 +145,18 @@ class DeSTSegSettings:
     lr_scale: float = 1.0
     seg_width: int = 256
 
+
 @dataclass(frozen=True)
 class MultiTaskSettings:
     "The CAD 100K multi-task model: backbones, schedule, CoBa, the few-shot augmentation."
+
     backbones: tuple[str, ...] = ("convnext_tiny", "vit_small_patch16_dinov3")
     seeds: tuple[int, ...] = (42,)
     steps: int = 20000
     benchmark: str = "full"
     image_size: int = 224
     batch_size: int = 32
-    vit_depth: int = 0                           # 0: the full depth
+    vit_depth: int = 0  # 0: the full depth
     freeze_stages: int = 0
     lr: float = 3e-4
     coba_warmup: int = 100
@@ -142,16 +164,28 @@ class MultiTaskSettings:
     update_interval: int = 1
     rare_aug: int = 2000
     threads: int = 0
-    pretrained: bool = True                      # the backbones' pretrained weights (timm's hub/cache)
+    pretrained: bool = True  # the backbones' pretrained weights (timm's hub/cache)
 
 # %% ../nbs/00a_settings.ipynb #acbd11db
-SECTIONS: dict[str, type] = dict(runtime=RuntimeSettings, data=DataSettings, teacher=TeacherSettings,
-                                 synthesis=SynthesisSettings, maps=MapSettings, cfrg=CFRGSettings, rd=RDSettings,
-                                 padim=PaDiMSettings, destseg=DeSTSegSettings, mtl=MultiTaskSettings,
-                                 bench=BenchSettings, real=RealSettings)
+SECTIONS: dict[str, type] = dict(
+    runtime=RuntimeSettings,
+    data=DataSettings,
+    teacher=TeacherSettings,
+    synthesis=SynthesisSettings,
+    maps=MapSettings,
+    cfrg=CFRGSettings,
+    rd=RDSettings,
+    padim=PaDiMSettings,
+    destseg=DeSTSegSettings,
+    mtl=MultiTaskSettings,
+    bench=BenchSettings,
+    real=RealSettings,
+)
+
 
 class SettingsError(ValueError):
     "A setting that cannot be used: the message names the key (or profile) and the fix."
+
 
 def register_settings(section: str, cls: type) -> type:
     "Make `cls` (a frozen dataclass) the settings of `section`; return it."
@@ -160,6 +194,7 @@ def register_settings(section: str, cls: type) -> type:
     SECTIONS[section] = cls
     return cls
 
+
 def all_keys() -> list[str]:
     "Every `section.key` there is."
     return [f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)]
@@ -167,27 +202,39 @@ def all_keys() -> list[str]:
 # %% ../nbs/00a_settings.ipynb #3c58eccb
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
+
 def _kind(tp) -> str:
     "A field type in words, for error messages."
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) is tuple: return f"a comma list of {_kind(args[0])}"
-    if args: return _kind(args[0]) + " or empty"
+    if typing.get_origin(tp) is tuple:
+        return f"a comma list of {_kind(args[0])}"
+    if args:
+        return _kind(args[0]) + " or empty"
     return {int: "an integer", float: "a number", bool: "true or false", str: "a text"}[tp]
+
 
 def _scalar(value, tp):
     "`value` (text or typed) as a `tp` (int, float, bool or str); ValueError when it is not one."
     if tp is bool:
-        if isinstance(value, bool): return value
-        if str(value).strip().lower() in _TRUE: return True
-        if str(value).strip().lower() in _FALSE: return False
+        if isinstance(value, bool):
+            return value
+        if str(value).strip().lower() in _TRUE:
+            return True
+        if str(value).strip().lower() in _FALSE:
+            return False
         raise ValueError
-    if isinstance(value, bool): raise ValueError
+    if isinstance(value, bool):
+        raise ValueError
     if tp is int:
-        if isinstance(value, float) and not value.is_integer(): raise ValueError
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
         return int(value) if not isinstance(value, str) else int(value.strip())
-    if tp is float: return float(value)
-    if not isinstance(value, str): raise ValueError
+    if tp is float:
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError
     return value.strip()
+
 
 def coerce(value, tp):
     "`value` as the field type `tp`: text is parsed, typed values are checked; ValueError when it does not fit."
@@ -195,7 +242,7 @@ def coerce(value, tp):
     if typing.get_origin(tp) is tuple:
         items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else [value]
         return tuple(_scalar(v, args[0]) for v in items if not (isinstance(v, str) and not v.strip()))
-    if args:                                          # X | None
+    if args:  # X | None
         return None if value is None or (isinstance(value, str) and not value.strip()) else _scalar(value, args[0])
     return _scalar(value, tp)
 
@@ -207,44 +254,62 @@ def suggest(key: str) -> str:
     close = same or difflib.get_close_matches(key, keys, 3, 0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else ""
 
+
 def check_key(key: str, where: str) -> tuple[str, str]:
     "(section, field) of `key`; a `SettingsError` naming `where` and a suggestion when there is no such key."
     section, _, name = key.partition(".")
-    if section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])}: return section, name
+    if section in SECTIONS and name in {f.name for f in fields(SECTIONS[section])}:
+        return section, name
     raise SettingsError(f"{where}: no setting {key!r}; settings are named section.key{suggest(key)}")
 
 # %% ../nbs/00a_settings.ipynb #116a42e8
 PROFILE_NAMES = ("smoke", "cpu", "paper", "paper-smoke")
 
+
 def find_settings(path=None) -> Path:
     "Locate the `settings.ini` holding the reproduction profiles."
-    if path is not None: return Path(path)
-    if os.environ.get("CAD_NB_SETTINGS"): return Path(os.environ["CAD_NB_SETTINGS"])
+    if path is not None:
+        return Path(path)
+    if os.environ.get("CAD_NB_SETTINGS"):
+        return Path(os.environ["CAD_NB_SETTINGS"])
     for folder in [Path.cwd(), *Path.cwd().parents]:
         candidate = folder / "settings.ini"
-        if candidate.is_file() and "[smoke]" in candidate.read_text(): return candidate
+        if candidate.is_file() and "[smoke]" in candidate.read_text():
+            return candidate
     return Path(__file__).with_name("settings.ini")
 
 # %% ../nbs/00a_settings.ipynb #6d1d0bb8
 class Profile:
     "The resolved settings of a profile: `cfg.<section>` is that section's settings object."
+
     def __init__(self, name: str, base: Path, sections: dict, sources: dict | None = None):
         self.__dict__.update(name=name, base=Path(base), sections=sections, sources=sources or {})
+
     def __getattr__(self, section):
-        try: return self.__dict__["sections"][section]
-        except KeyError: raise AttributeError(f"no settings section {section!r}; sections: {', '.join(SECTIONS)}") from None
-    def __setattr__(self, key, value): raise AttributeError("a Profile is read-only: use cfg.updated({...})")
-    def __repr__(self): return f"Profile({self.name!r})"
+        try:
+            return self.__dict__["sections"][section]
+        except KeyError:
+            raise AttributeError(f"no settings section {section!r}; sections: {', '.join(SECTIONS)}") from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError("a Profile is read-only: use cfg.updated({...})")
+
+    def __repr__(self):
+        return f"Profile({self.name!r})"
+
     def get(self, key: str):
         "The value of `section.key`."
         section, name = check_key(key, f"profile {self.name}")
         return getattr(self.sections[section], name)
+
     def path(self, key: str) -> Path | None:
         "The setting `key` as a path, relative paths taken from the settings file's folder."
         v = self.get(key)
-        if v is None: return None
+        if v is None:
+            return None
         p = Path(str(v)).expanduser()
         return p if p.is_absolute() else self.base / p
+
     @property
     def values(self) -> dict:
         "Every `section.key` and its value (JSON-ready: tuples as lists)."
@@ -254,19 +319,23 @@ class Profile:
                 v = getattr(obj, f.name)
                 out[f"{section}.{f.name}"] = list(v) if isinstance(v, tuple) else v
         return out
+
     def updated(self, sets: dict, source: str = "--set") -> Profile:
         "A copy with `sets` (`section.key` -> value or text; None: unchanged) applied, each checked against its type."
         sections, sources = dict(self.sections), dict(self.sources)
         for key, value in sets.items():
-            if value is None: continue
+            if value is None:
+                continue
             section, name = check_key(key, source)
             tp = typing.get_type_hints(SECTIONS[section])[name]
-            try: typed = coerce(value, tp)
+            try:
+                typed = coerce(value, tp)
             except (TypeError, ValueError):
                 raise SettingsError(f"{source} {key}={value}: {key} takes {_kind(tp)}") from None
             sections[section] = replace(sections[section], **{name: typed})
             sources[key] = source
         return Profile(self.name, self.base, sections, sources)
+
     def digest(self, *names) -> str:
         "Eight hex digits of the values of `names` (sections or `section.key`s): they change when one of them does."
         picked = sorted((k, v) for k, v in self.values.items() if k in names or k.split(".")[0] in names)
@@ -277,17 +346,22 @@ def _profile_chain(parser, name: str, path, below=()) -> list[str]:
     "`name` and the profiles it builds on, the deepest first."
     if not parser.has_section(name):
         known = ", ".join(parser.sections())
-        if below: raise SettingsError(f"profile {below[-1]}: based_on = {name}, but {path} has no profile {name!r} "
-                                      f"(profiles there: {known})")
+        if below:
+            raise SettingsError(
+                f"profile {below[-1]}: based_on = {name}, but {path} has no profile {name!r} (profiles there: {known})"
+            )
         raise SettingsError(f"no profile {name!r} in {path}; profiles there: {known}")
-    if name in below: raise SettingsError(f"profile {name}: based_on makes a loop ({' -> '.join([*below, name])})")
+    if name in below:
+        raise SettingsError(f"profile {name}: based_on makes a loop ({' -> '.join([*below, name])})")
     parent = parser.get(name, "based_on", fallback=None)
     return (_profile_chain(parser, parent.strip(), path, (*below, name)) if parent else []) + [name]
+
 
 def load_profile(name="smoke", settings=None, sets: dict | None = None) -> Profile:
     "Profile `name` of settings.ini (defaults, then its `based_on` chain, then `sets`, whose None values are skipped)."
     path = find_settings(settings)
-    if not path.is_file(): raise FileNotFoundError(f"settings file not found: {path}")
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file not found: {path}")
     parser = configparser.ConfigParser(inline_comment_prefixes=("#",), default_section="__no_defaults__")
     parser.read(path)
     cfg = Profile(name, path.resolve().parent, {s: cls() for s, cls in SECTIONS.items()})
@@ -301,7 +375,8 @@ def describe(cfg: Profile, sections=None) -> str:
     "The resolved settings of `sections` (default: all), one `section.key = value  # source` line each."
     lines = []
     for key, value in cfg.values.items():
-        if sections and key.split(".")[0] not in sections: continue
+        if sections and key.split(".")[0] not in sections:
+            continue
         shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else value
         lines.append(f"{key} = {shown}  # {cfg.sources.get(key, 'default')}")
     return "\n".join(lines)

@@ -28,17 +28,19 @@ def min_area_rect(points: np.ndarray) -> tuple[float, float, float]:
     edges = np.roll(hull, -1, axis=0) - hull
     u = edges / np.linalg.norm(edges, axis=1, keepdims=True)
     v = np.stack([-u[:, 1], u[:, 0]], axis=1)
-    pu, pv = hull @ u.T, hull @ v.T                       # projections: points x directions
+    pu, pv = hull @ u.T, hull @ v.T  # projections: points x directions
     su, sv = pu.max(0) - pu.min(0), pv.max(0) - pv.min(0)
     i = int(np.argmin(su * sv))
     long_, short = max(su[i], sv[i]), min(su[i], sv[i])
     direction = u[i] if su[i] >= sv[i] else v[i]
     return float(long_), float(short), float(np.degrees(np.arctan2(direction[0], direction[1])) % 180)
 
+
 def region_corners(region: np.ndarray, offset=(0, 0)) -> np.ndarray:
     "Corner points (row, col) of the first and last pixel of each row of a bool region: enough for its hull."
     rows = np.flatnonzero(region.any(1))
-    first = region[rows].argmax(1); last = region.shape[1] - 1 - region[rows][:, ::-1].argmax(1)
+    first = region[rows].argmax(1)
+    last = region.shape[1] - 1 - region[rows][:, ::-1].argmax(1)
     r = np.concatenate([rows, rows + 1, rows, rows + 1]) + offset[0]
     c = np.concatenate([first, first, last + 1, last + 1]) + offset[1]
     return np.stack([r, c], axis=1).astype(float)
@@ -46,10 +48,13 @@ def region_corners(region: np.ndarray, offset=(0, 0)) -> np.ndarray:
 # %% ../nbs/03_stats.ipynb #c282cacc
 REGION_COLUMNS = ["area", "area_ratio", "rect_width", "rect_height", "aspect_ratio"]
 
+
 def region_stats(mask: np.ndarray) -> pd.DataFrame:
-    "One row per 8-connected region: area, area_ratio, rect_width >= rect_height of the min-area rectangle, aspect_ratio."
+    """One row per 8-connected region: area, area_ratio, rect_width >= rect_height of the min-area rectangle,
+    aspect_ratio."""
     mask = np.asarray(mask)
-    if mask.ndim != 2: raise ValueError(f"mask must be 2-D (H x W), got shape {mask.shape}")
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D (H x W), got shape {mask.shape}")
     labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3), int))
     rows = []
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
@@ -63,21 +68,38 @@ def region_stats(mask: np.ndarray) -> pd.DataFrame:
 def _image_record(sample):
     "Statistics of one sample: its record and the rows of its defect regions."
     h, w = image_size(sample.image_path)
-    regions = region_stats(load_mask(sample.mask_path, (h, w))) if sample.mask_path is not None else pd.DataFrame(columns=REGION_COLUMNS)
-    record = dict(category=sample.category, split=sample.split, label=sample.label, height=h, width=w,
-                  n_regions=len(regions), n_types=len(sample.defect_types), defect_types="+".join(sample.defect_types),
-                  path=str(sample.image_path))
+    regions = (
+        region_stats(load_mask(sample.mask_path, (h, w)))
+        if sample.mask_path is not None
+        else pd.DataFrame(columns=REGION_COLUMNS)
+    )
+    record = dict(
+        category=sample.category,
+        split=sample.split,
+        label=sample.label,
+        height=h,
+        width=w,
+        n_regions=len(regions),
+        n_types=len(sample.defect_types),
+        defect_types="+".join(sample.defect_types),
+        path=str(sample.image_path),
+    )
     return record, regions.to_numpy(float)
+
 
 def dataset_stats(root, categories=None, workers: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Per-image records and per-region rows of a 3CAD/MVTec-layout folder, computed in `workers` processes."
     samples = [s for c in (categories or list_categories(root)) for s in read_category(root, c)]
     workers = workers or min(os.cpu_count() or 1, 8)
     if workers > 1:
-        with Pool(workers) as pool: results = pool.map(_image_record, samples, chunksize=max(1, len(samples) // (8 * workers)))
-    else: results = [_image_record(s) for s in samples]
+        with Pool(workers) as pool:
+            results = pool.map(_image_record, samples, chunksize=max(1, len(samples) // (8 * workers)))
+    else:
+        results = [_image_record(s) for s in samples]
     images = pd.DataFrame([r for r, _ in results])
-    regions = pd.DataFrame(np.concatenate([g for _, g in results if len(g)] or [np.zeros((0, 5))]), columns=REGION_COLUMNS)
+    regions = pd.DataFrame(
+        np.concatenate([g for _, g in results if len(g)] or [np.zeros((0, 5))]), columns=REGION_COLUMNS
+    )
     regions.insert(0, "category", np.repeat(images.category.to_numpy(), [len(g) for _, g in results]))
     return images, regions
 
@@ -85,16 +107,30 @@ def dataset_stats(root, categories=None, workers: int | None = None) -> tuple[pd
 def _span(s) -> str:
     return f"{int(s.min())}-{int(s.max())}" if len(s) else "-"
 
+
 def table1(images: pd.DataFrame) -> pd.DataFrame:
     "The paper's Table 1 from `dataset_stats` records: counts, types and size/NE/TE ranges per category."
+
     def row(g):
         test, bad = g[g.split == "test"], g[(g.split == "test") & (g.label == 1)]
         types = {t for ts in bad.defect_types for t in ts.split("+") if t}
-        return pd.Series({"train": int((g.split == "train").sum()), "test_all": len(test),
-                          "test_good": int((test.label == 0).sum()), "test_defect": len(bad), "defect_types": len(types),
-                          "height": _span(g.height), "width": _span(g.width), "NE": _span(bad.n_regions), "TE": _span(bad.n_types)})
+        return pd.Series(
+            {
+                "train": int((g.split == "train").sum()),
+                "test_all": len(test),
+                "test_good": int((test.label == 0).sum()),
+                "test_defect": len(bad),
+                "defect_types": len(types),
+                "height": _span(g.height),
+                "width": _span(g.width),
+                "NE": _span(bad.n_regions),
+                "TE": _span(bad.n_types),
+            }
+        )
+
     table = pd.DataFrame({c: row(g) for c, g in images.groupby("category")}).T
-    total = row(images); total["defect_types"] = int(table.defect_types.sum())
+    total = row(images)
+    total["defect_types"] = int(table.defect_types.sum())
     table.loc["Total"] = total
     table.index.name = "category"
     return table
@@ -103,14 +139,26 @@ def table1(images: pd.DataFrame) -> pd.DataFrame:
 def plot_fig3(regions: pd.DataFrame, bins: int = 40, title: str = ""):
     "Fig. 3: (a) histogram of region area ratio on log bins, (b) histogram of min-area-rectangle aspect ratio."
     import matplotlib.pyplot as plt
+
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
     r = regions.area_ratio.to_numpy()
     edges = np.logspace(np.log10(r.min()), np.log10(r.max()), bins + 1) if len(r) and r.min() < r.max() else bins
-    a.hist(r, bins=edges, color="tab:blue", edgecolor="white"); a.set_xscale("log")
-    a.set(xlabel="defect area ratio (region area / image area)", ylabel="regions", title=f"(a) area ratio, {len(r)} regions")
-    ar = regions.aspect_ratio.to_numpy(); top = float(np.quantile(ar, 0.99)) if len(ar) else 2.0
+    a.hist(r, bins=edges, color="tab:blue", edgecolor="white")
+    a.set_xscale("log")
+    a.set(
+        xlabel="defect area ratio (region area / image area)",
+        ylabel="regions",
+        title=f"(a) area ratio, {len(r)} regions",
+    )
+    ar = regions.aspect_ratio.to_numpy()
+    top = float(np.quantile(ar, 0.99)) if len(ar) else 2.0
     b.hist(np.clip(ar, 1, top), bins=np.linspace(1, max(top, 1.5), bins + 1), color="tab:orange", edgecolor="white")
-    b.set(xlabel="aspect ratio of the minimum-area rectangle (long / short, last bin = tail)", ylabel="regions", title="(b) aspect ratio")
-    if title: fig.suptitle(title)
+    b.set(
+        xlabel="aspect ratio of the minimum-area rectangle (long / short, last bin = tail)",
+        ylabel="regions",
+        title="(b) aspect ratio",
+    )
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -23,23 +23,26 @@ __all__ = ['EMBEDDED_TEXTURES', 'TEXTURE_CHOICES', 'uniform', 'perlin_batch', 'p
 # %% ../nbs/04_synthesis.ipynb #fa6bc675
 def uniform(rng, *shape) -> torch.Tensor:
     "Uniform [0, 1) float64 draws on the CPU from a NumPy `Generator` or a `torch.Generator`."
-    if isinstance(rng, np.random.Generator): return torch.from_numpy(rng.random(shape))
+    if isinstance(rng, np.random.Generator):
+        return torch.from_numpy(rng.random(shape))
     if isinstance(rng, torch.Generator):
         return torch.rand(shape, generator=rng, dtype=torch.float64, device=rng.device).cpu()
     raise TypeError(f"rng must be a numpy.random.Generator or a torch.Generator, got {type(rng).__name__}")
 
 # %% ../nbs/04_synthesis.ipynb #35f14781
-def _fade(t): return ((6 * t - 15) * t + 10) * t ** 3
+def _fade(t):
+    return ((6 * t - 15) * t + 10) * t**3
+
 
 def perlin_batch(angles: torch.Tensor, scales: torch.Tensor, shape) -> torch.Tensor:
     "Perlin noise B x H x W from gradient angles B x G x G and per-sample cell counts `scales` B x 2."
     (h, w), dev = shape, angles.device
-    y = torch.arange(h, device=dev, dtype=torch.float32) * scales[:, :1].float() / h    # B x H, in cells
-    x = torch.arange(w, device=dev, dtype=torch.float32) * scales[:, 1:].float() / w    # B x W
+    y = torch.arange(h, device=dev, dtype=torch.float32) * scales[:, :1].float() / h  # B x H, in cells
+    x = torch.arange(w, device=dev, dtype=torch.float32) * scales[:, 1:].float() / w  # B x W
     iy, ix = y.long(), x.long()
     fy, fx = (y - iy)[:, :, None], (x - ix)[:, None, :]
-    grads = torch.stack([angles.sin(), angles.cos()], 1).float()                        # B x 2 x G x G: (y, x)
-    dots = []                                    # gradient at each corner of a pixel's cell . offset to it
+    grads = torch.stack([angles.sin(), angles.cos()], 1).float()  # B x 2 x G x G: (y, x)
+    dots = []  # gradient at each corner of a pixel's cell . offset to it
     for dy in (0, 1):
         rows = torch.gather(grads, 2, (iy + dy)[:, None, :, None].expand(-1, 2, -1, grads.shape[3]))
         for dx in (0, 1):
@@ -47,6 +50,7 @@ def perlin_batch(angles: torch.Tensor, scales: torch.Tensor, shape) -> torch.Ten
             dots.append(g[:, 0] * (fy - dy) + g[:, 1] * (fx - dx))
     top, bottom = torch.lerp(dots[0], dots[1], _fade(fx)), torch.lerp(dots[2], dots[3], _fade(fx))
     return math.sqrt(2) * torch.lerp(top, bottom, _fade(fy))
+
 
 def perlin_noise(shape, scale, rng) -> np.ndarray:
     "2-D Perlin noise of `shape` (H, W) with `scale` gradient cells (int or (y, x)); float32 in about [-1, 1]."
@@ -60,13 +64,20 @@ def rotate_batch(maps: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
     n, h, w = maps.shape
     a = torch.deg2rad(degrees.to(maps.device, torch.float32))
     cos, sin = a.cos(), a.sin()
-    theta = torch.stack([torch.stack([cos, -sin * h / w, torch.zeros_like(a)], 1),
-                         torch.stack([sin * w / h, cos, torch.zeros_like(a)], 1)], 1)   # pixel-space rotation
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin * h / w, torch.zeros_like(a)], 1),
+            torch.stack([sin * w / h, cos, torch.zeros_like(a)], 1),
+        ],
+        1,
+    )  # pixel-space rotation
     grid = F.affine_grid(theta, (n, 1, h, w), align_corners=False)
     return F.grid_sample(maps[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
-def perlin_masks(n: int, shape, rng, device="cpu", exponents=(0, 5), max_rotation=90.0,
-                 threshold=0.5, max_tries=100) -> torch.Tensor:
+
+def perlin_masks(
+    n: int, shape, rng, device="cpu", exponents=(0, 5), max_rotation=90.0, threshold=0.5, max_tries=100
+) -> torch.Tensor:
     "`n` Perlin masks (bool n x H x W on `device`): scale 2^k per axis, rotated, thresholded, never empty."
     masks = torch.zeros((n, *shape), dtype=torch.bool, device=device)
     todo, size = torch.arange(n), 2 ** exponents[1] + 1
@@ -78,8 +89,12 @@ def perlin_masks(n: int, shape, rng, device="cpu", exponents=(0, 5), max_rotatio
         noise = perlin_batch(angles.to(device), scales.to(device), shape)
         masks[todo.to(device)] = rotate_batch(noise, degrees) > threshold
         todo = todo[~masks[todo.to(device)].flatten(1).any(1).cpu()]
-        if len(todo) == 0: return masks
-    raise RuntimeError(f"{len(todo)} of {n} Perlin masks were still empty after {max_tries} tries (threshold {threshold})")
+        if len(todo) == 0:
+            return masks
+    raise RuntimeError(
+        f"{len(todo)} of {n} Perlin masks were still empty after {max_tries} tries (threshold {threshold})"
+    )
+
 
 def perlin_mask(shape, rng, **kwargs) -> np.ndarray:
     "One Perlin anomaly mask, bool H x W (see `perlin_masks` for the options)."
@@ -91,73 +106,134 @@ _PROCEDURAL = ("marble", "wood", "rust", "fabric", "clouds")
 EMBEDDED_TEXTURES = _EMBEDDED_PHOTOS + _PROCEDURAL
 _ANNOUNCED = set()
 
+
 def _announce(message: str):
     "Warn with `message` once per process."
     if message not in _ANNOUNCED:
-        _ANNOUNCED.add(message); warnings.warn(message, stacklevel=3)
+        _ANNOUNCED.add(message)
+        warnings.warn(message, stacklevel=3)
+
 
 def _fractal(rng, size, octaves=(4, 8, 16, 32)) -> np.ndarray:
     "Sum of Perlin octaves (finer ones weaker), scaled to [0, 1]."
-    noise = sum(perlin_noise((size, size), s, rng) / s ** 0.7 for s in octaves)
+    noise = sum(perlin_noise((size, size), s, rng) / s**0.7 for s in octaves)
     return (noise - noise.min()) / (noise.max() - noise.min())
+
 
 def procedural_texture(name: str, size: int = 256, seed: int = 0) -> np.ndarray:
     "One of the procedural textures (`_PROCEDURAL`) as uint8 size x size x 3."
-    if name not in _PROCEDURAL: raise KeyError(f"unknown procedural texture {name!r}; known: {_PROCEDURAL}")
+    if name not in _PROCEDURAL:
+        raise KeyError(f"unknown procedural texture {name!r}; known: {_PROCEDURAL}")
     rng = np.random.default_rng([seed, _PROCEDURAL.index(name)])
     y, x = np.mgrid[0:size, 0:size] / size
     mix = lambda t, a, b: (1 - t)[..., None] * np.array(a) + t[..., None] * np.array(b)
-    if name == "marble": rgb = mix(np.abs(np.sin(6 * np.pi * (x + y) + 6 * _fractal(rng, size))) ** 0.5, (0.25, 0.25, 0.3), (0.95, 0.93, 0.9))
-    elif name == "wood": rgb = mix(0.5 + 0.5 * np.sin(2 * np.pi * (14 * np.hypot(x - 0.3, y - 1.2) + 3 * _fractal(rng, size))), (0.35, 0.2, 0.08), (0.8, 0.6, 0.35))
-    elif name == "rust": rgb = mix(_fractal(rng, size, (8, 16, 32, 64)), (0.2, 0.08, 0.03), (0.85, 0.45, 0.15))
-    elif name == "fabric": rgb = mix(0.5 + 0.25 * (np.sin(60 * np.pi * x) + np.sin(60 * np.pi * y)) * (0.6 + 0.4 * _fractal(rng, size)), (0.15, 0.2, 0.45), (0.75, 0.8, 0.95))
-    else: rgb = np.stack([_fractal(rng, size, (2, 4, 8, 16)) for _ in range(3)], -1)          # clouds
+    if name == "marble":
+        rgb = mix(
+            np.abs(np.sin(6 * np.pi * (x + y) + 6 * _fractal(rng, size))) ** 0.5, (0.25, 0.25, 0.3), (0.95, 0.93, 0.9)
+        )
+    elif name == "wood":
+        rgb = mix(
+            0.5 + 0.5 * np.sin(2 * np.pi * (14 * np.hypot(x - 0.3, y - 1.2) + 3 * _fractal(rng, size))),
+            (0.35, 0.2, 0.08),
+            (0.8, 0.6, 0.35),
+        )
+    elif name == "rust":
+        rgb = mix(_fractal(rng, size, (8, 16, 32, 64)), (0.2, 0.08, 0.03), (0.85, 0.45, 0.15))
+    elif name == "fabric":
+        rgb = mix(
+            0.5 + 0.25 * (np.sin(60 * np.pi * x) + np.sin(60 * np.pi * y)) * (0.6 + 0.4 * _fractal(rng, size)),
+            (0.15, 0.2, 0.45),
+            (0.75, 0.8, 0.95),
+        )
+    else:
+        rgb = np.stack([_fractal(rng, size, (2, 4, 8, 16)) for _ in range(3)], -1)  # clouds
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
 
 def embedded_texture(name: str) -> np.ndarray:
     "An embedded texture (`EMBEDDED_TEXTURES`) as uint8 H x W x 3."
-    if name in _PROCEDURAL: return procedural_texture(name)
+    if name in _PROCEDURAL:
+        return procedural_texture(name)
     from skimage import data
+
     return getattr(data, name)()[..., :3]
 
 # %% ../nbs/04_synthesis.ipynb #a13fffb4
 def texture_files(folder) -> list[Path]:
     "Every image file under `folder` (recursively, sorted); errors for a missing, empty or unreadable folder."
     root = Path(folder).expanduser()
-    if not root.is_dir(): raise DatasetError(f"texture folder not found: {root} (expected DTD: <dtd_root>/images/<class>/*.jpg)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-    if not files: raise DatasetError(f"no texture images in {root}: expected DTD's <dtd_root>/images/<class>/*.jpg or any folder of {'/'.join(IMAGE_SUFFIXES)} files")
-    for f in files: image_size(f)                                     # header check: names the bad file
+    if not root.is_dir():
+        raise DatasetError(f"texture folder not found: {root} (expected DTD: <dtd_root>/images/<class>/*.jpg)")
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+    if not files:
+        raise DatasetError(
+            f"no texture images in {root}: expected DTD's <dtd_root>/images/<class>/*.jpg or any folder of "
+            f"{'/'.join(IMAGE_SUFFIXES)} files"
+        )
+    for f in files:
+        image_size(f)  # header check: names the bad file
     return files
+
 
 class TextureSource:
     "Anomaly textures from a DTD (or any image) folder, or the embedded ones when `dtd_root` is None."
+
     def __init__(self, dtd_root=None):
         self.files = None if dtd_root is None else texture_files(dtd_root)
-        self.names = list(EMBEDDED_TEXTURES) if self.files is None else [str(f.relative_to(Path(dtd_root).expanduser())) for f in self.files]
+        self.names = (
+            list(EMBEDDED_TEXTURES)
+            if self.files is None
+            else [str(f.relative_to(Path(dtd_root).expanduser())) for f in self.files]
+        )
         self._cache = {}
-        _announce(f"anomaly textures: {len(self)} images from {Path(dtd_root).expanduser()}" if self.files is not None else
-                  f"anomaly textures: no dtd_root given, using the {len(self)} embedded textures (scikit-image photographs "
-                  "and procedural patterns); pass dtd_root=<DTD folder> for the papers' setting")
-    def __len__(self): return len(self.names)
+        _announce(
+            f"anomaly textures: {len(self)} images from {Path(dtd_root).expanduser()}"
+            if self.files is not None
+            else f"anomaly textures: no dtd_root given, using the {len(self)} embedded textures "
+            "(scikit-image photographs "
+            "and procedural patterns); pass dtd_root=<DTD folder> for the papers' setting"
+        )
+
+    def __len__(self):
+        return len(self.names)
+
     def get(self, i: int, h: int, w: int) -> np.ndarray:
         "Texture `i` resized to h x w, uint8 h x w x 3."
-        if self.files is not None: return resize_image(load_image(self.files[i]), (h, w))
-        if (i, h, w) not in self._cache: self._cache[i, h, w] = resize_image(embedded_texture(self.names[i]), (h, w))
+        if self.files is not None:
+            return resize_image(load_image(self.files[i]), (h, w))
+        if (i, h, w) not in self._cache:
+            self._cache[i, h, w] = resize_image(embedded_texture(self.names[i]), (h, w))
         return self._cache[i, h, w]
 
 # %% ../nbs/04_synthesis.ipynb #5527a5c1
 TEXTURE_CHOICES = ("random", "per-image")
 
+
 class AnomalySynthesizer:
     "Training anomalies: a Perlin-noise mask filled with a texture blended into the image (DRAEM / DeSTSeg / CFRG)."
-    def __init__(self, dtd_root=None, beta_range=(0.0, 0.8), exponents=(0, 5), max_rotation=90.0, threshold=0.5,
-                 texture_choice="random", gray=False):
+
+    def __init__(
+        self,
+        dtd_root=None,
+        beta_range=(0.0, 0.8),
+        exponents=(0, 5),
+        max_rotation=90.0,
+        threshold=0.5,
+        texture_choice="random",
+        gray=False,
+    ):
         if texture_choice not in TEXTURE_CHOICES:
             raise ValueError(f"unknown texture_choice {texture_choice!r}; choose one of {TEXTURE_CHOICES}")
         self.textures = TextureSource(dtd_root)
-        self.beta_range, self.exponents, self.max_rotation, self.threshold = beta_range, exponents, max_rotation, threshold
-        self.texture_choice, self.gray = texture_choice, gray          # gray: textures as luminance (for grey products)
+        self.beta_range, self.exponents, self.max_rotation, self.threshold = (
+            beta_range,
+            exponents,
+            max_rotation,
+            threshold,
+        )
+        self.texture_choice, self.gray = texture_choice, gray  # gray: textures as luminance (for grey products)
 
     def batch(self, images: torch.Tensor, generator, index=None) -> tuple[torch.Tensor, torch.Tensor]:
         "Anomalous B x 3 x H x W batch in [0, 1] and masks B x 1 x H x W (float 0/1); `index`: per-image indices."
@@ -167,21 +243,24 @@ class AnomalySynthesizer:
         if self.texture_choice == "per-image" and (index is None or len(index) != n):
             raise ValueError(f"texture_choice='per-image' needs index, {n} ints (one per image), got {index!r}")
         masks = perlin_masks(n, (h, w), generator, images.device, self.exponents, self.max_rotation, self.threshold)
-        drawn = (uniform(generator, n) * len(self.textures)).long().tolist()     # drawn in both modes
+        drawn = (uniform(generator, n) * len(self.textures)).long().tolist()  # drawn in both modes
         chosen = drawn if self.texture_choice == "random" else [int(i) % len(self.textures) for i in index]
         lo, hi = self.beta_range
         beta = (lo + (hi - lo) * uniform(generator, n)).to(images.device, images.dtype)[:, None, None, None]
         textures = torch.from_numpy(np.stack([self.textures.get(i, h, w) for i in chosen])).to(images.device)
         textures = textures.permute(0, 3, 1, 2).to(images.dtype) / 255
-        if self.gray: textures = textures.mean(1, keepdim=True).expand_as(textures)
+        if self.gray:
+            textures = textures.mean(1, keepdim=True).expand_as(textures)
         m = masks[:, None].to(images.dtype)
         return images * (1 - m) + (1 - beta) * textures * m + beta * images * m, m
 
     def __call__(self, image: np.ndarray, rng: np.random.Generator, index=None) -> tuple[np.ndarray, np.ndarray]:
         "One anomalous image (H x W x 3 float32 in [0, 1]) and its mask (bool H x W), for image number `index`."
         image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3: raise ValueError(f"image must be H x W x 3, got shape {image.shape}")
-        if not np.issubdtype(image.dtype, np.floating): raise ValueError(f"image must be float in [0, 1], got {image.dtype}")
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be H x W x 3, got shape {image.shape}")
+        if not np.issubdtype(image.dtype, np.floating):
+            raise ValueError(f"image must be float in [0, 1], got {image.dtype}")
         x = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
         augmented, mask = self.batch(x, rng, None if index is None else [index])
         return augmented[0].permute(1, 2, 0).numpy(), mask[0, 0].numpy() > 0
@@ -189,10 +268,16 @@ class AnomalySynthesizer:
 # %% ../nbs/04_synthesis.ipynb #43f6fc48
 class SynthesisDataset(torch.utils.data.Dataset):
     "Adds 'augmented' and 'synth_mask' to the items of a dataset of {'image': 3xHxW}, seeded per (seed, epoch, index)."
+
     def __init__(self, dataset, synthesizer: AnomalySynthesizer | None = None, seed: int = 0):
         self.dataset, self.synthesizer, self.seed, self.epoch = dataset, synthesizer or AnomalySynthesizer(), seed, 0
-    def set_epoch(self, epoch: int): self.epoch = epoch
-    def __len__(self): return len(self.dataset)
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.dataset)
+
     def __getitem__(self, i):
         item = dict(self.dataset[i])
         rng = np.random.default_rng([self.seed, self.epoch, i])
@@ -201,12 +286,20 @@ class SynthesisDataset(torch.utils.data.Dataset):
 
 # %% ../nbs/04_synthesis.ipynb #c41f9a2e
 class ValidationSet(torch.utils.data.Dataset):
-    "Held-out normal images, every other one (odd indices) with a fixed synthesised anomaly: items with image, mask, label."
+    """Held-out normal images, every other one (odd indices) with a fixed synthesised anomaly: items with image,
+    mask, label."""
+
     def __init__(self, dataset, synthesizer: AnomalySynthesizer | None = None, seed: int = 0):
         self.dataset, self.synthesizer, self.seed = dataset, synthesizer or AnomalySynthesizer(), seed
-    def __len__(self): return len(self.dataset)
+
+    def __len__(self):
+        return len(self.dataset)
+
     def __getitem__(self, i):
         item = dict(self.dataset[i])
-        if i % 2 == 0: return {**item, "mask": torch.zeros_like(item["image"][:1]), "label": 0}
-        augmented, mask = self.synthesizer.batch(item["image"][None].float(), np.random.default_rng([self.seed, 7, i]), [i])
+        if i % 2 == 0:
+            return {**item, "mask": torch.zeros_like(item["image"][:1]), "label": 0}
+        augmented, mask = self.synthesizer.batch(
+            item["image"][None].float(), np.random.default_rng([self.seed, 7, i]), [i]
+        )
         return {**item, "image": augmented[0], "mask": mask[0], "label": int(mask.any()), "defect_types": "synthesised"}

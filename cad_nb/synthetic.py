@@ -31,76 +31,98 @@ def _grid(h, w):
     "Pixel coordinates (y, x) as float arrays."
     return np.mgrid[0:h, 0:w].astype(np.float32)
 
+
 def _finish(gray_or_rgb, rng, tint, noise=0.012):
     "Tint a grey image, add a lighting gradient and sensor noise, clip to [0, 1]."
     img = gray_or_rgb[..., None] * np.asarray(tint, np.float32) if gray_or_rgb.ndim == 2 else gray_or_rgb
-    h, w = img.shape[:2]; y, x = _grid(h, w)
+    h, w = img.shape[:2]
+    y, x = _grid(h, w)
     light = 1 + rng.uniform(-0.15, 0.15) * (x / w - 0.5) + rng.uniform(-0.15, 0.15) * (y / h - 0.5)
     img = img * light[..., None] * rng.uniform(0.9, 1.1) + rng.normal(0, noise, img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
 
+
 def _jitter_tint(rng, base, spread=0.05):
     return np.clip(np.asarray(base) + rng.uniform(-spread, spread, 3), 0, 1.2)
+
 
 def draw_plate(rng, h, w):
     "Brushed, anodised aluminium plate with drilled holes and a bright chamfer along its border."
     y, x = _grid(h, w)
     streaks = ndimage.gaussian_filter1d(rng.normal(size=(h, w)).astype(np.float32), sigma=w / 6, axis=1)
     g = 0.62 + 0.05 * streaks / (streaks.std() + 1e-6)
-    edge = np.minimum.reduce([x, y, w - 1 - x, h - 1 - y]); band = rng.uniform(0.04, 0.08) * min(h, w)
+    edge = np.minimum.reduce([x, y, w - 1 - x, h - 1 - y])
+    band = rng.uniform(0.04, 0.08) * min(h, w)
     g = g + 0.25 * np.clip(1 - edge / band, 0, 1)
     for _ in range(rng.integers(1, 4)):
         cy, cx, r = rng.uniform(0.2, 0.8) * h, rng.uniform(0.2, 0.8) * w, rng.uniform(0.04, 0.08) * min(h, w)
         d = np.hypot(y - cy, x - cx)
-        g = np.where(d < r, 0.12, g + 0.15 * np.exp(-((d - r) / 2.0) ** 2))
+        g = np.where(d < r, 0.12, g + 0.15 * np.exp(-(((d - r) / 2.0) ** 2)))
     return _finish(g, rng, _jitter_tint(rng, (0.85, 0.88, 0.95)))
+
 
 def draw_camera_cover(rng, h, w):
     "Camera cover: concentric machined rings around a dark lens opening."
     y, x = _grid(h, w)
     cy, cx = h / 2 + rng.uniform(-0.05, 0.05) * h, w / 2 + rng.uniform(-0.05, 0.05) * w
-    r = np.hypot(y - cy, x - cx); period = rng.uniform(0.03, 0.05) * min(h, w); lens = rng.uniform(0.15, 0.22) * min(h, w)
+    r = np.hypot(y - cy, x - cx)
+    period = rng.uniform(0.03, 0.05) * min(h, w)
+    lens = rng.uniform(0.15, 0.22) * min(h, w)
     g = 0.55 + 0.12 * np.sin(2 * np.pi * r / period) * np.exp(-r / (0.6 * min(h, w)))
-    g = np.where(r < lens, 0.08 + 0.1 * np.exp(-((r - 0.4 * lens) / (0.15 * lens)) ** 2), g)
+    g = np.where(r < lens, 0.08 + 0.1 * np.exp(-(((r - 0.4 * lens) / (0.15 * lens)) ** 2)), g)
     g = np.where(r > 0.46 * min(h, w), 0.7, g)
     return _finish(g, rng, _jitter_tint(rng, (0.9, 0.9, 0.9)))
+
 
 def draw_stator(rng, h, w):
     "Copper stator: an annulus of radial teeth on a dark background, randomly rotated."
     y, x = _grid(h, w)
-    cy, cx = h / 2, w / 2; r = np.hypot(y - cy, x - cx); theta = np.arctan2(y - cy, x - cx) + rng.uniform(0, 2 * np.pi)
-    n_teeth = int(rng.integers(10, 18)); rin, rout = 0.22 * min(h, w), 0.46 * min(h, w)
+    cy, cx = h / 2, w / 2
+    r = np.hypot(y - cy, x - cx)
+    theta = np.arctan2(y - cy, x - cx) + rng.uniform(0, 2 * np.pi)
+    n_teeth = int(rng.integers(10, 18))
+    rin, rout = 0.22 * min(h, w), 0.46 * min(h, w)
     teeth = (np.cos(n_teeth * theta) > -0.2) | (r < rin + 0.08 * min(h, w))
     ring = (r > rin) & (r < rout) & teeth
     g = np.where(ring, 0.6 + 0.15 * np.cos(r / (0.02 * min(h, w))), 0.1)
     return _finish(g, rng, _jitter_tint(rng, (1.0, 0.62, 0.38)))
 
+
 def draw_frame_edge(rng, h, w):
     "Middle-frame edge: a bevelled metal strip across a matte background, slightly slanted."
     y, x = _grid(h, w)
-    slant = rng.uniform(-0.08, 0.08); centre = rng.uniform(0.4, 0.6) * h + slant * (x - w / 2); half = rng.uniform(0.15, 0.25) * h
+    slant = rng.uniform(-0.08, 0.08)
+    centre = rng.uniform(0.4, 0.6) * h + slant * (x - w / 2)
+    half = rng.uniform(0.15, 0.25) * h
     d = (y - centre) / half
-    g = np.where(np.abs(d) < 1, 0.55 + 0.3 * (1 - d ** 2) ** 2, 0.25 + 0.03 * ndimage.gaussian_filter(rng.normal(size=(h, w)), 2))
+    g = np.where(
+        np.abs(d) < 1, 0.55 + 0.3 * (1 - d**2) ** 2, 0.25 + 0.03 * ndimage.gaussian_filter(rng.normal(size=(h, w)), 2)
+    )
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, (0.8, 0.82, 0.86)))
 
 # %% ../nbs/02_synthetic.ipynb #6df4ab46
 _PHOTOS = {}
 
+
 def _photo(name):
     "A scikit-image texture photograph as float grey in [0, 1], loaded once per process."
     if name not in _PHOTOS:
         from skimage import data
+
         _PHOTOS[name] = getattr(data, name)().astype(np.float32) / 255
     return _PHOTOS[name]
+
 
 def draw_photo(rng, h, w, name, tint):
     "A random crop of a scikit-image texture photograph, flipped, turned, re-lit and tinted."
     src = np.rot90(_photo(name), int(rng.integers(4)))
-    if rng.random() < 0.5: src = src[:, ::-1]
+    if rng.random() < 0.5:
+        src = src[:, ::-1]
     ch, cw = min(h, src.shape[0]), min(w, src.shape[1])
     y0, x0 = rng.integers(0, src.shape[0] - ch + 1), rng.integers(0, src.shape[1] - cw + 1)
-    crop = src[y0:y0 + ch, x0:x0 + cw]
-    if (ch, cw) != (h, w): crop = np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))
+    crop = src[y0 : y0 + ch, x0 : x0 + cw]
+    if (ch, cw) != (h, w):
+        crop = np.asarray(Image.fromarray(crop).resize((w, h), Image.BILINEAR))
     g = (crop - crop.mean()) * rng.uniform(0.8, 1.2) + rng.uniform(0.4, 0.55)
     return _finish(g, rng, _jitter_tint(rng, tint))
 
@@ -109,67 +131,90 @@ def _clip_idx(rr, cc, shape):
     keep = (rr >= 0) & (rr < shape[0]) & (cc >= 0) & (cc < shape[1])
     return rr[keep], cc[keep]
 
+
 def _paint(img, mask, delta):
     "Add `delta` (scalar or RGB) inside `mask`."
     img[mask] = np.clip(img[mask] + np.asarray(delta, np.float32), 0, 1)
     return mask
+
 
 def _line_mask(shape, pts, width=1):
     "Mask of a polyline through `pts` (N x 2, row/col), `width` pixels thick."
     m = np.zeros(shape, bool)
     for (r0, c0), (r1, c1) in zip(pts[:-1], pts[1:]):
         rr, cc = draw.line(int(round(r0)), int(round(c0)), int(round(r1)), int(round(c1)))
-        rr, cc = _clip_idx(rr, cc, shape); m[rr, cc] = True
+        rr, cc = _clip_idx(rr, cc, shape)
+        m[rr, cc] = True
     return ndimage.binary_dilation(m, iterations=width - 1) if width > 1 else m
+
 
 def _centre(rng, shape):
     return rng.uniform(0.05, 0.95) * shape[0], rng.uniform(0.05, 0.95) * shape[1]
 
+
 def defect_scratch(img, rng, size):
     "A thin curved line (quadratic Bezier), lighter or darker than the surface."
     (cy, cx), length = _centre(rng, img.shape), 3 * size + 4
-    a = rng.uniform(0, np.pi); d = np.array([np.sin(a), np.cos(a)]) * length / 2
+    a = rng.uniform(0, np.pi)
+    d = np.array([np.sin(a), np.cos(a)]) * length / 2
     p0, p2 = np.array([cy, cx]) - d, np.array([cy, cx]) + d
     p1 = (p0 + p2) / 2 + rng.normal(0, length / 4, 2)
     t = np.linspace(0, 1, int(length) + 2)[:, None]
-    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t ** 2 * p2
+    pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t**2 * p2
     m = _line_mask(img.shape[:2], pts, width=int(rng.integers(1, 3)))
     return _paint(img, m, rng.choice([-1, 1]) * rng.uniform(0.2, 0.35))
 
+
 def defect_pinhole(img, rng, size):
     "A dark dot of 1 to 4 pixels across."
-    cy, cx = _centre(rng, img.shape); r = rng.uniform(0.5, 2.0)
-    m = np.zeros(img.shape[:2], bool); rr, cc = draw.disk((cy, cx), r, shape=m.shape); m[rr, cc] = True
-    if not m.any(): m[int(cy), int(cx)] = True
+    cy, cx = _centre(rng, img.shape)
+    r = rng.uniform(0.5, 2.0)
+    m = np.zeros(img.shape[:2], bool)
+    rr, cc = draw.disk((cy, cx), r, shape=m.shape)
+    m[rr, cc] = True
+    if not m.any():
+        m[int(cy), int(cx)] = True
     img[m] = img[m] * 0.15
     return m
 
+
 def defect_dent(img, rng, size):
     "A dent or bump: an ellipse shaded light on one side and dark on the other."
-    cy, cx = _centre(rng, img.shape); ry, rx = size / 2 + 1, (size / 2 + 1) * rng.uniform(0.5, 1.0); rot = rng.uniform(-np.pi, np.pi)
-    m = np.zeros(img.shape[:2], bool); rr, cc = draw.ellipse(cy, cx, ry, rx, shape=m.shape, rotation=rot); m[rr, cc] = True
-    a = rng.uniform(0, 2 * np.pi); shade = ((rr - cy) * np.sin(a) + (cc - cx) * np.cos(a)) / max(ry, rx)
+    cy, cx = _centre(rng, img.shape)
+    ry, rx = size / 2 + 1, (size / 2 + 1) * rng.uniform(0.5, 1.0)
+    rot = rng.uniform(-np.pi, np.pi)
+    m = np.zeros(img.shape[:2], bool)
+    rr, cc = draw.ellipse(cy, cx, ry, rx, shape=m.shape, rotation=rot)
+    m[rr, cc] = True
+    a = rng.uniform(0, 2 * np.pi)
+    shade = ((rr - cy) * np.sin(a) + (cc - cx) * np.cos(a)) / max(ry, rx)
     img[rr, cc] = np.clip(img[rr, cc] + (rng.uniform(0.15, 0.3) * shade)[:, None], 0, 1)
     return m
 
+
 def _blob(rng, shape, centre, size, smooth):
     "An irregular blob: smoothed noise thresholded inside a disk around `centre`."
-    m = np.zeros(shape, bool); r = size / 2 + 1
+    m = np.zeros(shape, bool)
+    r = size / 2 + 1
     y0, y1 = int(max(centre[0] - 2 * r, 0)), int(min(centre[0] + 2 * r + 1, shape[0]))
     x0, x1 = int(max(centre[1] - 2 * r, 0)), int(min(centre[1] + 2 * r + 1, shape[1]))
-    if y1 <= y0 or x1 <= x0: return m
+    if y1 <= y0 or x1 <= x0:
+        return m
     y, x = np.mgrid[y0:y1, x0:x1]
-    field = ndimage.gaussian_filter(rng.normal(size=(y1 - y0, x1 - x0)), smooth) 
+    field = ndimage.gaussian_filter(rng.normal(size=(y1 - y0, x1 - x0)), smooth)
     field = field / (field.std() + 1e-6) - np.hypot(y - centre[0], x - centre[1]) / r * 1.5
     m[y0:y1, x0:x1] = field > -0.5
     lab, n = ndimage.label(m, np.ones((3, 3)))
-    if n > 1: m = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
+    if n > 1:
+        m = lab == (np.argmax(np.bincount(lab.ravel())[1:]) + 1)
     return m
+
 
 def defect_discolouration(img, rng, size):
     "A low-contrast smooth blob of shifted colour."
     m = _blob(rng, img.shape[:2], _centre(rng, img.shape), 1.5 * size + 3, smooth=3)
     return _paint(img, m, rng.normal(0, 1, 3) * rng.uniform(0.05, 0.09))
+
 
 def defect_dirt(img, rng, size):
     "A dark irregular spot of dirt."
@@ -177,40 +222,65 @@ def defect_dirt(img, rng, size):
     img[m] = img[m] * rng.uniform(0.2, 0.5)
     return m
 
+
 def defect_crack(img, rng, size):
     "A jagged dark polyline: a random walk with sharp turns."
-    pts = [np.array(_centre(rng, img.shape))]; a = rng.uniform(0, 2 * np.pi)
+    pts = [np.array(_centre(rng, img.shape))]
+    a = rng.uniform(0, 2 * np.pi)
     for _ in range(int(rng.integers(4, 10))):
-        a += rng.uniform(-0.8, 0.8); pts.append(pts[-1] + (size / 3 + 2) * np.array([np.sin(a), np.cos(a)]))
+        a += rng.uniform(-0.8, 0.8)
+        pts.append(pts[-1] + (size / 3 + 2) * np.array([np.sin(a), np.cos(a)]))
     m = _line_mask(img.shape[:2], np.array(pts))
     img[m] = img[m] * 0.2
     return m
 
+
 def defect_abrasion(img, rng, size):
     "A cluster of short, roughly parallel micro-scratches."
-    (cy, cx), a = _centre(rng, img.shape), rng.uniform(0, np.pi); m = np.zeros(img.shape[:2], bool)
+    (cy, cx), a = _centre(rng, img.shape), rng.uniform(0, np.pi)
+    m = np.zeros(img.shape[:2], bool)
     for _ in range(int(rng.integers(4, 12))):
-        oy, ox = rng.normal(0, size / 2 + 1, 2); b = a + rng.normal(0, 0.15); half = rng.uniform(0.2, 0.5) * (size + 4)
-        d = np.array([np.sin(b), np.cos(b)]) * half; c = np.array([cy + oy, cx + ox])
+        oy, ox = rng.normal(0, size / 2 + 1, 2)
+        b = a + rng.normal(0, 0.15)
+        half = rng.uniform(0.2, 0.5) * (size + 4)
+        d = np.array([np.sin(b), np.cos(b)]) * half
+        c = np.array([cy + oy, cx + ox])
         m |= _line_mask(m.shape, np.array([c - d, c + d]))
     return _paint(img, m, rng.uniform(0.12, 0.25))
 
-DEFECTS = dict(scratch=defect_scratch, pinhole=defect_pinhole, dent=defect_dent, discolouration=defect_discolouration,
-               dirt=defect_dirt, crack=defect_crack, abrasion=defect_abrasion)
+
+DEFECTS = dict(
+    scratch=defect_scratch,
+    pinhole=defect_pinhole,
+    dent=defect_dent,
+    discolouration=defect_discolouration,
+    dirt=defect_dirt,
+    crack=defect_crack,
+    abrasion=defect_abrasion,
+)
 
 # %% ../nbs/02_synthetic.ipynb #719c32cd
 CATEGORIES = {
     "Aluminum_Plate": (draw_plate, ("scratch", "pinhole", "dent", "dirt", "abrasion")),
-    "Camera_Cover":   (draw_camera_cover, ("scratch", "pinhole", "discolouration", "dirt", "crack")),
-    "Copper_Stator":  (draw_stator, ("scratch", "dent", "crack", "dirt", "abrasion")),
-    "Frame_Edge":     (draw_frame_edge, ("scratch", "pinhole", "dent", "discolouration", "abrasion")),
-    "Brick":          (partial(draw_photo, name="brick", tint=(0.85, 0.55, 0.45)), ("crack", "discolouration", "dirt", "pinhole")),
-    "Gravel":         (partial(draw_photo, name="gravel", tint=(0.8, 0.8, 0.78)), ("crack", "dirt", "discolouration", "scratch")),
-    "Grass":          (partial(draw_photo, name="grass", tint=(0.55, 0.8, 0.4)), ("dirt", "discolouration", "scratch", "abrasion")),
+    "Camera_Cover": (draw_camera_cover, ("scratch", "pinhole", "discolouration", "dirt", "crack")),
+    "Copper_Stator": (draw_stator, ("scratch", "dent", "crack", "dirt", "abrasion")),
+    "Frame_Edge": (draw_frame_edge, ("scratch", "pinhole", "dent", "discolouration", "abrasion")),
+    "Brick": (
+        partial(draw_photo, name="brick", tint=(0.85, 0.55, 0.45)),
+        ("crack", "discolouration", "dirt", "pinhole"),
+    ),
+    "Gravel": (
+        partial(draw_photo, name="gravel", tint=(0.8, 0.8, 0.78)),
+        ("crack", "dirt", "discolouration", "scratch"),
+    ),
+    "Grass": (
+        partial(draw_photo, name="grass", tint=(0.55, 0.8, 0.4)),
+        ("dirt", "discolouration", "scratch", "abrasion"),
+    ),
 }
 BENCHMARK_SIZES = {
     "smoke": dict(n_train=10, n_test_good=4, n_test_defect=8, side=(80, 144)),
-    "full":  dict(n_train=200, n_test_good=100, n_test_defect=220, side=(256, 480)),
+    "full": dict(n_train=200, n_test_good=100, n_test_defect=220, side=(256, 480)),
 }
 BENCHMARK_VERSION = 1
 
@@ -220,13 +290,16 @@ def draw_defects(img, rng, types):
     n_types = min(len(types), 1 + int(rng.choice(4, p=[0.65, 0.25, 0.08, 0.02])))
     chosen = [types[i] for i in rng.choice(len(types), n_types, replace=False)]
     kinds = chosen + [chosen[i] for i in rng.integers(0, n_types, int(rng.geometric(0.45)) - 1)]
-    mask = np.zeros(img.shape[:2], bool); hi = max(2.0, min(img.shape[:2]) / 4)
+    mask = np.zeros(img.shape[:2], bool)
+    hi = max(2.0, min(img.shape[:2]) / 4)
     for kind in kinds:
-        for _ in range(10):                                       # redraw a region that fell outside the image
+        for _ in range(10):  # redraw a region that fell outside the image
             m = DEFECTS[kind](img, rng, float(np.exp(rng.uniform(0, np.log(hi)))))
-            if m.any(): break
+            if m.any():
+                break
         mask |= m
     return mask, chosen
+
 
 def make_image(category, rng, side, defective):
     "One normal or defective uint8 image of `category` and its mask."
@@ -239,10 +312,13 @@ def make_image(category, rng, side, defective):
 # %% ../nbs/02_synthetic.ipynb #62609a42
 _SPLITS = {"train": 0, "test_good": 1, "test_defect": 2}
 
+
 def _write_part(job, out):
     "Write the images of one (category, split) job; return {relative image path: defect types}."
     category, part, n, side, seed = job
-    cdir = Path(out) / category; cat_idx = list(CATEGORIES).index(category); types = {}
+    cdir = Path(out) / category
+    cat_idx = list(CATEGORIES).index(category)
+    types = {}
     for i in range(n):
         rng = np.random.default_rng([seed, cat_idx, _SPLITS[part], i, BENCHMARK_VERSION])
         img, mask, used = make_image(category, rng, side, defective=part == "test_defect")
@@ -256,33 +332,44 @@ def _write_part(job, out):
             types[f"test/{folder}/{name}"] = used
     return category, types
 
+
 def cached_folder(out, write, meta: dict) -> Path:
     "Build folder `out` by `write(tmp)` in a temporary sibling renamed into place when done; reuse it once complete."
     out = Path(out)
-    if (out / ".complete").exists(): return out
+    if (out / ".complete").exists():
+        return out
     tmp = out.parent / f".{out.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     write(tmp)
     (tmp / ".complete").write_text(json.dumps(meta))
-    try: tmp.rename(out)
-    except OSError:                                                 # another process finished first
+    try:
+        tmp.rename(out)
+    except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (out / ".complete").exists(): raise
+        if not (out / ".complete").exists():
+            raise
     return out
+
 
 def make_3c_benchmark(root, size="smoke", seed=0, workers=None) -> Path:
     "Generate (or reuse) the embedded 3CAD-layout benchmark under `root`; return its folder."
-    if size not in BENCHMARK_SIZES: raise ValueError(f"size must be one of {list(BENCHMARK_SIZES)}, got {size!r}")
+    if size not in BENCHMARK_SIZES:
+        raise ValueError(f"size must be one of {list(BENCHMARK_SIZES)}, got {size!r}")
     cfg = BENCHMARK_SIZES[size]
     workers = workers if workers is not None else (1 if size == "smoke" else min(4, os.cpu_count() or 1))
+
     def write(tmp):
         jobs = [(c, part, cfg[f"n_{part}"], cfg["side"], seed) for c in CATEGORIES for part in _SPLITS]
         if workers > 1:
-            with Pool(workers) as pool: results = pool.map(partial(_write_part, out=tmp), jobs)
-        else: results = [_write_part(j, tmp) for j in jobs]
+            with Pool(workers) as pool:
+                results = pool.map(partial(_write_part, out=tmp), jobs)
+        else:
+            results = [_write_part(j, tmp) for j in jobs]
         for category in CATEGORIES:
             types = {k: v for c, t in results if c == category for k, v in sorted(t.items())}
             (tmp / category / TYPES_FILE).write_text(json.dumps(types, indent=0, sort_keys=True))
+
     out = Path(root) / f"embedded3c_{size}_seed{seed}_v{BENCHMARK_VERSION}"
     return cached_folder(out, write, dict(size=size, seed=seed, version=BENCHMARK_VERSION, **cfg))
 
@@ -291,7 +378,8 @@ def benchmark_root(cfg) -> Path:
     "The dataset folder of a profile: its `data.root` when set, else the embedded benchmark (generated once)."
     if cfg.data.root:
         root = cfg.path("data.root")
-        if not root.is_dir(): raise FileNotFoundError(f"data.root {root} does not exist (profile {cfg.name!r})")
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root {root} does not exist (profile {cfg.name!r})")
         return root
     return make_3c_benchmark(cfg.path("runtime.cache_dir"), cfg.data.benchmark, cfg.runtime.seed)
 
@@ -299,65 +387,91 @@ def benchmark_root(cfg) -> Path:
 def draw_body_paint(rng, h, w):
     "Car body paint: a smooth colour with a soft reflection band and fine metallic flake."
     y, x = _grid(h, w)
-    a = rng.uniform(0, np.pi); d = (x * np.cos(a) + y * np.sin(a)) / max(h, w)
-    g = 0.55 + 0.25 * np.exp(-((d - rng.uniform(0.2, 0.8)) / 0.12) ** 2) + 0.02 * rng.normal(size=(h, w))
+    a = rng.uniform(0, np.pi)
+    d = (x * np.cos(a) + y * np.sin(a)) / max(h, w)
+    g = 0.55 + 0.25 * np.exp(-(((d - rng.uniform(0.2, 0.8)) / 0.12) ** 2)) + 0.02 * rng.normal(size=(h, w))
     base = [(0.75, 0.1, 0.1), (0.15, 0.25, 0.65), (0.85, 0.85, 0.88), (0.2, 0.2, 0.22)][int(rng.integers(4))]
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, base), noise=0.01)
+
 
 def draw_windshield(rng, h, w):
     "Windshield glass: a dark blue-grey gradient with a slanted bright reflection."
     y, x = _grid(h, w)
-    g = 0.3 + 0.15 * y / h + 0.3 * np.exp(-(((x - rng.uniform(0.2, 0.8) * w) + rng.uniform(-0.6, 0.6) * y) / (0.08 * w)) ** 2)
+    g = (
+        0.3
+        + 0.15 * y / h
+        + 0.3 * np.exp(-((((x - rng.uniform(0.2, 0.8) * w) + rng.uniform(-0.6, 0.6) * y) / (0.08 * w)) ** 2))
+    )
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, (0.7, 0.8, 0.9)), noise=0.008)
+
 
 def draw_tyre_sidewall(rng, h, w):
     "Tyre sidewall: dark rubber with concentric ridges of a large wheel centred off the image."
     y, x = _grid(h, w)
     r = np.hypot(y - rng.uniform(1.2, 1.6) * h, x - rng.uniform(0.3, 0.7) * w)
-    g = 0.16 + 0.06 * (np.sin(2 * np.pi * r / rng.uniform(6, 10)) > 0.6) + 0.03 * ndimage.gaussian_filter(rng.normal(size=(h, w)), 1)
+    g = (
+        0.16
+        + 0.06 * (np.sin(2 * np.pi * r / rng.uniform(6, 10)) > 0.6)
+        + 0.03 * ndimage.gaussian_filter(rng.normal(size=(h, w)), 1)
+    )
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, (1.0, 1.0, 1.0), 0.02))
+
 
 def draw_wheel_rim(rng, h, w):
     "Alloy wheel rim: bright spokes around a hub on a dark background, randomly rotated."
     y, x = _grid(h, w)
-    cy, cx = h / 2, w / 2; r = np.hypot(y - cy, x - cx) / min(h, w); th = np.arctan2(y - cy, x - cx) + rng.uniform(0, 2 * np.pi)
+    cy, cx = h / 2, w / 2
+    r = np.hypot(y - cy, x - cx) / min(h, w)
+    th = np.arctan2(y - cy, x - cx) + rng.uniform(0, 2 * np.pi)
     spokes = np.cos(int(rng.integers(5, 8)) * th) > 0.3
-    g = np.where(r < 0.12, 0.75, np.where((r < 0.42) & spokes, 0.7 - 0.3 * r, np.where((r > 0.42) & (r < 0.48), 0.8, 0.12)))
+    g = np.where(
+        r < 0.12, 0.75, np.where((r < 0.42) & spokes, 0.7 - 0.3 * r, np.where((r > 0.42) & (r < 0.48), 0.8, 0.12))
+    )
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, (0.9, 0.9, 0.95)))
+
 
 def draw_headlamp(rng, h, w):
     "Headlamp lens: clear plastic over a faceted reflector (a grid of soft bright cells)."
-    y, x = _grid(h, w); p = rng.uniform(10, 18)
-    g = 0.45 + 0.2 * np.cos(2 * np.pi * x / p) * np.cos(2 * np.pi * y / p) + 0.2 * np.exp(-((y - h / 2) ** 2 + (x - w / 2) ** 2) / (0.1 * h * w))
+    y, x = _grid(h, w)
+    p = rng.uniform(10, 18)
+    g = (
+        0.45
+        + 0.2 * np.cos(2 * np.pi * x / p) * np.cos(2 * np.pi * y / p)
+        + 0.2 * np.exp(-((y - h / 2) ** 2 + (x - w / 2) ** 2) / (0.1 * h * w))
+    )
     return _finish(g.astype(np.float32), rng, _jitter_tint(rng, (0.9, 0.92, 1.0)))
+
 
 def draw_seat_leather(rng, h, w):
     "Seat leather: the pebbled grain of the gravel photograph, smoothed and tinted brown or black."
     img = draw_photo(rng, h, w, name="gravel", tint=[(0.55, 0.35, 0.2), (0.25, 0.22, 0.2)][int(rng.integers(2))])
     return ndimage.gaussian_filter(img, (1.2, 1.2, 0)).clip(0, 1).astype(np.float32)
 
+
 def draw_brake_disc(rng, h, w):
     "Brake disc: a grey annulus with concentric machining marks and cross-drilled holes."
     y, x = _grid(h, w)
-    cy, cx = h / 2, w / 2; r = np.hypot(y - cy, x - cx) / min(h, w); th = np.arctan2(y - cy, x - cx)
+    cy, cx = h / 2, w / 2
+    r = np.hypot(y - cy, x - cx) / min(h, w)
+    th = np.arctan2(y - cy, x - cx)
     g = np.where((r > 0.18) & (r < 0.48), 0.55 + 0.05 * np.sin(2 * np.pi * r * min(h, w) / 3), 0.15)
     holes = (np.abs(r - 0.33) < 0.025) & (np.cos(12 * th + rng.uniform(0, 6.3)) > 0.9)
     return _finish(np.where(holes, 0.1, g).astype(np.float32), rng, _jitter_tint(rng, (0.85, 0.85, 0.87)))
 
 # %% ../nbs/02_synthetic.ipynb #d6d7989a
 CAR_DOMAINS = {
-    "body_paint":       (draw_body_paint,    ("scratch", "dent", "discolouration", "abrasion"), "abrasion"),
-    "windshield_glass": (draw_windshield,    ("crack", "pinhole", "dirt", "scratch"), "scratch"),
-    "tyre_sidewall":    (draw_tyre_sidewall, ("crack", "abrasion", "dent", "pinhole"), "pinhole"),
-    "wheel_rim":        (draw_wheel_rim,     ("scratch", "abrasion", "dirt", "dent"), "dent"),
-    "headlamp_lens":    (draw_headlamp,      ("crack", "discolouration", "dirt", "pinhole"), "pinhole"),
-    "seat_leather":     (draw_seat_leather,  ("scratch", "discolouration", "dirt", "crack"), "crack"),
-    "brake_disc":       (draw_brake_disc,    ("scratch", "crack", "discolouration", "pinhole"), "pinhole"),
+    "body_paint": (draw_body_paint, ("scratch", "dent", "discolouration", "abrasion"), "abrasion"),
+    "windshield_glass": (draw_windshield, ("crack", "pinhole", "dirt", "scratch"), "scratch"),
+    "tyre_sidewall": (draw_tyre_sidewall, ("crack", "abrasion", "dent", "pinhole"), "pinhole"),
+    "wheel_rim": (draw_wheel_rim, ("scratch", "abrasion", "dirt", "dent"), "dent"),
+    "headlamp_lens": (draw_headlamp, ("crack", "discolouration", "dirt", "pinhole"), "pinhole"),
+    "seat_leather": (draw_seat_leather, ("scratch", "discolouration", "dirt", "crack"), "crack"),
+    "brake_disc": (draw_brake_disc, ("scratch", "crack", "discolouration", "pinhole"), "pinhole"),
 }
-CAR_CLASSES = tuple(DEFECTS)          # COCO category ids 1..7 in this order
+CAR_CLASSES = tuple(DEFECTS)  # COCO category ids 1..7 in this order
 CAR_SIZES = {
     "smoke": dict(train=8, val=3, test=4, n_rare_train=1, side=(96, 128)),
-    "full":  dict(train=300, val=50, test=100, n_rare_train=6, side=(128, 192)),
+    "full": dict(train=300, val=50, test=100, n_rare_train=6, side=(128, 192)),
 }
 CAR_VERSION = 1
 _CAR_SPLITS = ("train", "val", "test")
@@ -367,69 +481,97 @@ def make_car_image(domain, rng, side, defective, classes=None):
     "One uint8 image of `domain` and its instances as [(class name, bool mask)], latest instance on top."
     drawer, domain_classes, _ = CAR_DOMAINS[domain]
     h, w = (int(rng.integers(side[0], side[1] + 1)) for _ in range(2))
-    img = drawer(rng, h, w); instances = []
+    img = drawer(rng, h, w)
+    instances = []
     if defective:
         classes = classes or domain_classes
         for _ in range(int(rng.choice(3, p=[0.6, 0.3, 0.1])) + 1):
             kind = classes[int(rng.integers(len(classes)))]
             for _ in range(10):
                 m = DEFECTS[kind](img, rng, float(np.exp(rng.uniform(np.log(3), np.log(max(4, min(h, w) / 5))))))
-                if m.any(): break
+                if m.any():
+                    break
             instances.append((kind, m))
-    taken = np.zeros((h, w), bool); kept = []
-    for kind, m in reversed(instances):                              # later instances cover earlier ones
-        own = m & ~taken; taken |= m
-        if own.any(): kept.append((kind, own))
+    taken = np.zeros((h, w), bool)
+    kept = []
+    for kind, m in reversed(instances):  # later instances cover earlier ones
+        own = m & ~taken
+        taken |= m
+        if own.any():
+            kept.append((kind, own))
     return (img * 255).round().astype(np.uint8), kept[::-1]
 
 # %% ../nbs/02_synthetic.ipynb #66e8d83a
 def _car_annotations(instances, image_id, next_id):
     "COCO annotations (RLE masks, xywh boxes) of one image's instances."
     from pycocotools import mask as mask_utils
+
     anns = []
     for kind, m in instances:
         rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
         ys, xs = np.nonzero(m)
         x0, y0 = int(xs.min()), int(ys.min())
-        anns.append(dict(id=next_id + len(anns), image_id=image_id, category_id=CAR_CLASSES.index(kind) + 1,
-                         bbox=[x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1], area=int(m.sum()), iscrowd=0,
-                         segmentation=dict(size=list(m.shape), counts=rle["counts"].decode("ascii"))))
+        anns.append(
+            dict(
+                id=next_id + len(anns),
+                image_id=image_id,
+                category_id=CAR_CLASSES.index(kind) + 1,
+                bbox=[x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+                area=int(m.sum()),
+                iscrowd=0,
+                segmentation=dict(size=list(m.shape), counts=rle["counts"].decode("ascii")),
+            )
+        )
     return anns
+
 
 def _write_car_split(out, split, cfg, seed):
     "Write the images of one split; return its COCO dict."
     images, anns = [], []
     for d_idx, domain in enumerate(CAR_DOMAINS):
         _, classes, rare = CAR_DOMAINS[domain]
-        common = tuple(c for c in classes if c != rare); n_rare = 0
+        common = tuple(c for c in classes if c != rare)
+        n_rare = 0
         for i in range(cfg[split]):
             rng = np.random.default_rng([seed, d_idx, _CAR_SPLITS.index(split), i, CAR_VERSION])
             defective = rng.random() >= 0.25
             use = classes if split != "train" else ((rare,) if defective and n_rare < cfg["n_rare_train"] else common)
             n_rare += defective and use == (rare,)
             img, inst = make_car_image(domain, rng, cfg["side"], defective, use)
-            name = f"{split}/{domain}_{i:04d}.png"; image_id = len(images) + 1
+            name = f"{split}/{domain}_{i:04d}.png"
+            image_id = len(images) + 1
             (out / "images" / split).mkdir(parents=True, exist_ok=True)
             Image.fromarray(img).save(out / "images" / name)
             images.append(dict(id=image_id, file_name=name, height=img.shape[0], width=img.shape[1], domain=domain))
             anns += _car_annotations(inst, image_id, len(anns) + 1)
     cats = [dict(id=i + 1, name=c, supercategory="defect") for i, c in enumerate(CAR_CLASSES)]
-    info = dict(description="embedded car multi-task benchmark", version=CAR_VERSION, seed=seed,
-                domains={d: dict(classes=list(c), rare=r) for d, (_, c, r) in CAR_DOMAINS.items()})
+    info = dict(
+        description="embedded car multi-task benchmark",
+        version=CAR_VERSION,
+        seed=seed,
+        domains={d: dict(classes=list(c), rare=r) for d, (_, c, r) in CAR_DOMAINS.items()},
+    )
     return dict(info=info, images=images, annotations=anns, categories=cats)
+
 
 def make_car_benchmark(root, size="smoke", seed=0) -> Path:
     "Generate (or reuse) the embedded car multi-task benchmark (images + COCO JSON) under `root`; return its folder."
-    if size not in CAR_SIZES: raise ValueError(f"size must be one of {list(CAR_SIZES)}, got {size!r}")
+    if size not in CAR_SIZES:
+        raise ValueError(f"size must be one of {list(CAR_SIZES)}, got {size!r}")
+
     def write(tmp):
         (tmp / "annotations").mkdir()
         for split in _CAR_SPLITS:
             coco = _write_car_split(tmp, split, CAR_SIZES[size], seed)
             (tmp / "annotations" / f"{split}.json").write_text(json.dumps(coco, sort_keys=True))
+
     out = Path(root) / f"car_{size}_seed{seed}_v{CAR_VERSION}"
     return cached_folder(out, write, dict(size=size, seed=seed, version=CAR_VERSION, **CAR_SIZES[size]))
 
+
 def car_benchmark_root(cfg) -> Path:
-    "The car multi-task dataset of a profile: `data.root` when set (COCO layout), else the embedded one of size `mtl.benchmark`."
-    if cfg.data.root: return benchmark_root(cfg)
+    """The car multi-task dataset of a profile: `data.root` when set (COCO layout), else the embedded one of size
+    `mtl.benchmark`."""
+    if cfg.data.root:
+        return benchmark_root(cfg)
     return make_car_benchmark(cfg.path("runtime.cache_dir"), cfg.mtl.benchmark, cfg.runtime.seed)

@@ -22,14 +22,18 @@ __all__ = ['amp_dtype', 'autocast', 'make_scaler', 'rng_states', 'set_rng_states
 def amp_dtype(device) -> torch.dtype | None:
     "The autocast dtype used on `device`: bf16 or fp16 on CUDA, None (no autocast) on CPU."
     device = torch.device(device)
-    if device.type != "cuda": return None
+    if device.type != "cuda":
+        return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
 
 def autocast(device, enabled: bool = True):
     "Context manager: autocast on CUDA (bf16/fp16), a no-op on CPU or when not `enabled`."
     dtype = amp_dtype(device)
-    if not enabled or dtype is None: return contextlib.nullcontext()
+    if not enabled or dtype is None:
+        return contextlib.nullcontext()
     return torch.autocast(device_type="cuda", dtype=dtype)
+
 
 def make_scaler(device, enabled: bool = True) -> torch.amp.GradScaler:
     "A GradScaler that scales only when fp16 autocast is in use (a pass-through otherwise)."
@@ -40,82 +44,107 @@ def make_scaler(device, enabled: bool = True) -> torch.amp.GradScaler:
 def rng_states() -> dict:
     "The random states of Python, NumPy, torch and (when present) CUDA."
     state = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available(): state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
 
 def set_rng_states(state: dict):
     "Restore the states returned by `rng_states`."
-    random.setstate(state["python"]); np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
 
 def save_checkpoint(path, **state) -> Path:
     "Atomically write `state` plus the RNG states to `path` (torch.save)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp"); os.close(fd)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
     try:
         torch.save({**state, "rng": rng_states()}, tmp)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp): os.remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
 
+
 def load_checkpoint(path, map_location="cpu", signature=None) -> dict | None:
-    "Read a checkpoint of `save_checkpoint` and restore its RNG states; None if it has another `signature` than the one given."
+    """Read a checkpoint of `save_checkpoint` and restore its RNG states; None if it has another `signature` than
+    the one given."""
     path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"checkpoint not found: {path}")
-    try: state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e: raise RuntimeError(f"checkpoint {path} could not be read ({e})") from e
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise RuntimeError(f"checkpoint {path} could not be read ({e})") from e
     if signature is not None and state.get("signature") != signature:
         warnings.warn(f"checkpoint {path} belongs to another configuration (settings or model): it is not used")
         return None
-    if "rng" in state: set_rng_states(state["rng"])
+    if "rng" in state:
+        set_rng_states(state["rng"])
     return state
 
 # %% ../nbs/08_train.ipynb #3dd1a881
 def setup_distributed() -> tuple[int, int, int]:
     "Join the process group from torchrun's env (when WORLD_SIZE > 1); return (rank, world_size, local_rank)."
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1: return 0, 1, 0
+    if world <= 1:
+        return 0, 1, 0
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl": torch.cuda.set_device(local_rank)
+        if backend == "nccl":
+            torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world)
     return rank, world, local_rank
+
 
 def is_distributed() -> bool:
     "True inside an initialised process group of more than one process."
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
+
 def is_main_process() -> bool:
     "True on rank 0 (or when not distributed): the process that writes files and shows progress."
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
+
 def wrap_ddp(model: nn.Module, device) -> nn.Module:
     "Wrap `model` in DistributedDataParallel when running distributed; return it unchanged otherwise."
-    if not is_distributed(): return model
+    if not is_distributed():
+        return model
     device = torch.device(device)
     ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     "The module inside a DDP wrapper (or the model itself)."
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
+
 def cleanup_distributed():
     "Leave the process group, if one was joined."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 # %% ../nbs/08_train.ipynb #144737e3
 def lr_milestones(epochs: int, fractions=(0.8, 0.9)) -> list[int]:
     "Epochs at which the learning rate drops: 40 and 45 of 50, proportionally for other lengths."
     return [max(1, round(f * epochs)) for f in fractions]
 
+
 def make_optimizer(model, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0, epochs=50, gamma=0.2):
     "Adam over the trainable parameters + MultiStepLR (x`gamma` at `lr_milestones(epochs)`)."
     params = [p for p in model.parameters() if p.requires_grad]
-    if not params: raise ValueError("the model has no trainable parameters")
+    if not params:
+        raise ValueError("the model has no trainable parameters")
     opt = torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, lr_milestones(epochs), gamma)
 
@@ -123,79 +152,159 @@ def make_optimizer(model, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0, epochs=
 def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True):
     "DataLoader for one epoch: seeded shuffling (or a DistributedSampler when distributed)."
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
     g = torch.Generator().manual_seed(seed + epoch)
     if is_distributed():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed); sampler.set_epoch(epoch)
-    else: sampler = RandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=g,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = RandomSampler(dataset, generator=g) if shuffle else SequentialSampler(dataset)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        generator=g,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=False,
+    )
+
 
 def run_signature(model, **hparams) -> str:
     "A fingerprint of the model's parameter shapes and the training hyper-parameters, the same in every process."
     names = repr([(k, tuple(v.shape)) for k, v in unwrap(model).state_dict().items()])
-    shapes = hashlib.sha256(names.encode()).hexdigest()[:16]       # not hash(): Python salts it per process
+    shapes = hashlib.sha256(names.encode()).hexdigest()[:16]  # not hash(): Python salts it per process
     return f"{type(unwrap(model)).__name__}:{shapes}:" + ",".join(f"{k}={v}" for k, v in sorted(hparams.items()))
 
-def fit(model, step, dataset, *, epochs: int, batch_size: int, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0,
-        gamma=0.2, device="cpu", seed=0, workers=0, checkpoint=None, resume=True, amp=True, progress=True,
-        stop_after=None, desc="train", callback=None) -> dict:
+
+def _resume(checkpoint, signature, model, opt, sched, scaler) -> tuple[dict, int]:
+    "(history, first epoch) of `checkpoint` when it holds this run (`signature`), states restored; else a fresh start."
+    state = load_checkpoint(checkpoint, signature=signature) if checkpoint and Path(checkpoint).is_file() else None
+    if state is None:
+        return dict(epoch=[], step=[]), 0
+    unwrap(model).load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    return state["history"], state["epoch"] + 1
+
+
+def fit(
+    model,
+    step,
+    dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr=5e-4,
+    betas=(0.5, 0.999),
+    weight_decay=0.0,
+    gamma=0.2,
+    device="cpu",
+    seed=0,
+    workers=0,
+    checkpoint=None,
+    resume=True,
+    amp=True,
+    progress=True,
+    stop_after=None,
+    desc="train",
+    callback=None,
+) -> dict:
     "Train `model` with `step` on `dataset`; checkpoint each epoch, resume from `checkpoint`; return the loss history."
     device = torch.device(device)
-    if len(dataset) == 0: raise ValueError("the training set is empty")
+    if len(dataset) == 0:
+        raise ValueError("the training set is empty")
     model = model.to(device)
-    if device.type == "cuda": model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     opt, sched = make_optimizer(model, lr, betas, weight_decay, epochs, gamma)
     scaler = make_scaler(device, amp)
-    sig = run_signature(model, epochs=epochs, batch_size=batch_size, lr=lr, betas=tuple(betas), wd=weight_decay, seed=seed, n=len(dataset))
-    history, start = dict(epoch=[], step=[]), 0
+    sig = run_signature(
+        model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        betas=tuple(betas),
+        wd=weight_decay,
+        seed=seed,
+        n=len(dataset),
+    )
     from cad_nb.core import seed_everything
+
     seed_everything(seed)
-    state = load_checkpoint(checkpoint, signature=sig) if checkpoint is not None and resume and Path(checkpoint).is_file() else None
-    if state is not None:
-        unwrap(model).load_state_dict(state["model"]); opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"]); scaler.load_state_dict(state["scaler"])
-        history, start = state["history"], state["epoch"] + 1
+    history, start = _resume(checkpoint if resume else None, sig, model, opt, sched, scaler)
     net = wrap_ddp(model, device)
     from tqdm.auto import tqdm
+
     for epoch in range(start, epochs if stop_after is None else min(epochs, start + stop_after)):
-        if hasattr(dataset, "set_epoch"): dataset.set_epoch(epoch)
-        net.train(); sums, n = {}, 0
-        bar = tqdm(_loader(dataset, batch_size, epoch, seed, workers), desc=f"{desc} {epoch + 1}/{epochs}",
-                   disable=not (progress and is_main_process()), leave=False)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        net.train()
+        sums, n = {}, 0
+        bar = tqdm(
+            _loader(dataset, batch_size, epoch, seed, workers),
+            desc=f"{desc} {epoch + 1}/{epochs}",
+            disable=not (progress and is_main_process()),
+            leave=False,
+        )
         for batch in bar:
-            with autocast(device, amp): losses = step(net, batch, device)
-            if not torch.isfinite(losses["loss"]): raise FloatingPointError(f"{desc}: loss is {losses['loss'].item()} at epoch {epoch}")
+            with autocast(device, amp):
+                losses = step(net, batch, device)
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(f"{desc}: loss is {losses['loss'].item()} at epoch {epoch}")
             opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward(); scaler.step(opt); scaler.update()
+            scaler.scale(losses["loss"]).backward()
+            scaler.step(opt)
+            scaler.update()
             values = {k: float(v.detach()) for k, v in losses.items()}
-            history["step"].append(dict(epoch=epoch, **values)); n += 1
-            for k, v in values.items(): sums[k] = sums.get(k, 0.0) + v
+            history["step"].append(dict(epoch=epoch, **values))
+            n += 1
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
         sched.step()
         history["epoch"].append(dict(epoch=epoch, lr=opt.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}))
         stop = False
         if callback is not None and is_main_process() and (found := callback(epoch, unwrap(model))) is not None:
-            stop = bool(found.pop("stop", False))                             # early stopping (one process)
+            stop = bool(found.pop("stop", False))  # early stopping (one process)
             history.setdefault("callback", []).append(dict(epoch=epoch, step=len(history["step"]), **found))
         if checkpoint is not None and is_main_process():
-            save_checkpoint(checkpoint, model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                            scaler=scaler.state_dict(), epoch=epoch, history=history, signature=sig)
-        if is_distributed(): dist.barrier()
-        if stop: break
+            save_checkpoint(
+                checkpoint,
+                model=unwrap(model).state_dict(),
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                scaler=scaler.state_dict(),
+                epoch=epoch,
+                history=history,
+                signature=sig,
+            )
+        if is_distributed():
+            dist.barrier()
+        if stop:
+            break
     return history
 
 # %% ../nbs/08_train.ipynb #75f32469
 @torch.no_grad()
 def predict(model, dataset, batch_size=16, device="cpu", workers=0, amp=True) -> dict:
     "Maps, scores, masks, labels and paths of every sample of `dataset` (batched, in order)."
-    device = torch.device(device); model = unwrap(model).to(device).eval()
-    if device.type == "cuda": model = model.to(memory_format=torch.channels_last)
+    device = torch.device(device)
+    model = unwrap(model).to(device).eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     maps, scores, masks, labels, paths = [], [], [], [], []
     for batch in _loader(dataset, batch_size, 0, 0, workers, shuffle=False):
         images = batch["image"].to(device, non_blocking=True)
-        if device.type == "cuda": images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp): m, s = model.predict(images)
-        maps.append(m.float().cpu().numpy()); scores.append(s.float().cpu().numpy())
-        masks.append(batch["mask"][:, 0].numpy() > 0.5); labels.append(np.asarray(batch["label"])); paths += list(batch["path"])
+        if device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            m, s = model.predict(images)
+        maps.append(m.float().cpu().numpy())
+        scores.append(s.float().cpu().numpy())
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        labels.append(np.asarray(batch["label"]))
+        paths += list(batch["path"])
     cat = np.concatenate
     return dict(maps=cat(maps), scores=cat(scores), masks=cat(masks), labels=cat(labels), paths=paths)

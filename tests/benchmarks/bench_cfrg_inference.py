@@ -10,7 +10,7 @@ import argparse, os, platform, statistics, time
 import torch
 
 from cad_nb.cfrg import Teacher, count_params
-from cad_nb.core import load_profile
+from cad_nb.settings import load_profile
 from cad_nb.runner import METHODS, build_method
 
 
@@ -46,11 +46,11 @@ def main():
     print(head)
     rows = []
     for profile in args.profiles.split(","):
-        cfg = load_profile(profile, pretrained=False, image_size=args.size)
-        teacher = Teacher(cfg.cfrg_teacher, pretrained=False)
+        cfg = load_profile(profile, sets={"teacher.pretrained": False, "data.image_size": args.size})
+        teacher = Teacher(cfg.teacher.name, pretrained=False)
         for name in args.methods.split(","):
             model = bench_model(name, cfg, teacher, args.size)
-            teacher_name = cfg.destseg_teacher if name == "DeSTSeg" and cfg.destseg_teacher else cfg.cfrg_teacher
+            teacher_name = cfg.destseg.teacher if name == "DeSTSeg" and cfg.destseg.teacher else cfg.teacher.name
             for batch in (1, 16):
                 s = time_predict(model, batch, args.size, args.repeats if batch == 1 else max(1, args.repeats - 1))
                 rows.append(dict(profile=profile, method=name, teacher=teacher_name, params=count_params(model, trainable=True),

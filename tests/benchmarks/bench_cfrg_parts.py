@@ -4,12 +4,12 @@
 Run: .venv/bin/python tests/benchmarks/bench_cfrg_parts.py"""
 import time, torch, statistics
 torch.set_num_threads(1)
-from cad_nb.core import load_profile
+from cad_nb.settings import load_profile
 from cad_nb.cfrg import Teacher, cfrg_anomaly_map
 from cad_nb.runner import build_method
 for prof in ("cpu", "paper"):
-    cfg = load_profile(prof, pretrained=False, image_size=256)
-    t = Teacher(cfg.cfrg_teacher, pretrained=False)
+    cfg = load_profile(prof, sets={"teacher.pretrained": False, "data.image_size": 256})
+    t = Teacher(cfg.teacher.name, pretrained=False)
     m = build_method("CFRG", cfg, t).eval()
     x = torch.rand(1, 3, 256, 256)
     def tm(f, n=3):

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cad_nb.core import load_profile, get_device, device_name
+from cad_nb.core import get_device, device_name
+from cad_nb.settings import load_profile
 from cad_nb.data import read_coco, collate_multitask
 from cad_nb.synthetic import make_car_benchmark
 from cad_nb.mtl import MultiTaskModel, TASKS, TASK_LOSSES, task_datasets
@@ -21,15 +22,15 @@ from cad_nb.train import autocast, make_scaler
 
 
 def backbone_kwargs(cfg, name):
-    return dict(depth=cfg.mtl_vit_depth) if name.startswith("vit") and cfg.mtl_vit_depth else {}
+    return dict(depth=cfg.mtl.vit_depth) if name.startswith("vit") and cfg.mtl.vit_depth else {}
 
 
 def bench(cfg, name, mixes, repeats, device):
-    train = read_coco(make_car_benchmark(cfg.path("cache_dir"), cfg.mtl_benchmark, cfg.seed) / "annotations/train.json")
-    sets = task_datasets(train, cfg.mtl_image_size)
-    batches = {t: collate_multitask([sets[t][i] for i in range(cfg.mtl_batch_size)]) for t in TASKS}
+    train = read_coco(make_car_benchmark(cfg.path("runtime.cache_dir"), cfg.mtl.benchmark, cfg.runtime.seed) / "annotations/train.json")
+    sets = task_datasets(train, cfg.mtl.image_size)
+    batches = {t: collate_multitask([sets[t][i] for i in range(cfg.mtl.batch_size)]) for t in TASKS}
     torch.manual_seed(0)
-    model = MultiTaskModel(name, len(train.class_names) - 1, pretrained=False, image_size=cfg.mtl_image_size, **backbone_kwargs(cfg, name)).to(device)
+    model = MultiTaskModel(name, len(train.class_names) - 1, pretrained=False, image_size=cfg.mtl.image_size, **backbone_kwargs(cfg, name)).to(device)
     opt = torch.optim.AdamW(model.parameters(), 1e-4); scaler = make_scaler(device); w = EqualWeights(len(TASKS))
     rows = []
     for mix in mixes:
@@ -54,11 +55,11 @@ def main():
     ap.add_argument("--threads", type=int, default=None, help="torch threads; default: the profile's mtl_threads (0: torch's default)")
     ap.add_argument("--backbones", default=None, help="comma list; default: the profile's mtl_backbones")
     a = ap.parse_args()
-    cfg = load_profile(a.profile); device = get_device(a.device); threads = a.threads if a.threads is not None else cfg.mtl_threads
+    cfg = load_profile(a.profile); device = get_device(a.device); threads = a.threads if a.threads is not None else cfg.mtl.threads
     if threads: torch.set_num_threads(threads)
-    names = a.backbones.split(",") if a.backbones else (cfg.mtl_backbones if isinstance(cfg.mtl_backbones, list) else [cfg.mtl_backbones])
+    names = a.backbones.split(",") if a.backbones else list(cfg.mtl.backbones)
     mixes = [c for k in (1, 2, 3) for c in itertools.combinations(TASKS, k)]
-    print(f"profile={a.profile} image={cfg.mtl_image_size} batch/task={cfg.mtl_batch_size} device={device_name(device)} threads={torch.get_num_threads()} repeats={a.repeats}")
+    print(f"profile={a.profile} image={cfg.mtl.image_size} batch/task={cfg.mtl.batch_size} device={device_name(device)} threads={torch.get_num_threads()} repeats={a.repeats}")
     print(f"{'backbone':<28} {'task mix':<12} {'median ms/step':>15} {'min ms/step':>12}")
     for n in names:
         for row in bench(cfg, n, mixes, a.repeats, device): print(f"{row[0]:<28} {row[1]:<12} {row[2]:>15.1f} {row[3]:>12.1f}")

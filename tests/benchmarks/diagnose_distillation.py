@@ -1,7 +1,7 @@
 """Why RD (and CFRG's recovery branch, the same bottleneck + decoder) trail PaDiM on the cpu profile.
 
 Every figure is measured on VALIDATION data, two kinds, and no test split is read:
-  synth: `val_images` defect-free training images held out of training, every other one carrying a synthesised
+  synth: `data.val_images` defect-free training images held out of training, every other one carrying a synthesised
          anomaly (`cad_nb.runner.split_validation`, what the tables notebook tracks);
   draw:  the test split of a second, independent draw of the embedded benchmark (seed `--draw-seed`, 1): the same
          generator and defect kinds as the benchmark the tables use (seed 0), other images; a seeded 160 of them.
@@ -25,7 +25,8 @@ import numpy as np, pandas as pd, torch
 
 from cad_nb.baselines import PaDiM, ReverseDistillation, fit_padim, rd_step
 from cad_nb.cfrg import MapStyle, Teacher, cosine_distance, global_cosine_loss
-from cad_nb.core import load_profile, save_table, save_figure
+from cad_nb.core import save_table, save_figure
+from cad_nb.settings import load_profile
 from cad_nb.data import list_categories
 from cad_nb.metrics import evaluate
 from cad_nb.runner import category_datasets, map_style, score_set, split_validation
@@ -102,20 +103,20 @@ def score_all(model, vals, cfg, **extra) -> list:
 
 def validation_sets(cfg, root, draw_root, cat, size) -> tuple:
     "(train minus the held-out images, {synth: ValidationSet, draw: second draw's test split})."
-    train, _ = category_datasets(root, cat, size, seed=cfg.seed)
-    train, synth = split_validation(train, cfg.val_images, cfg)
+    train, _ = category_datasets(root, cat, size, seed=cfg.runtime.seed)
+    train, synth = split_validation(train, cfg.data.val_images, cfg)
     vals = dict(synth=synth)
-    if draw_root is not None: vals["draw"] = category_datasets(draw_root, cat, size, max_test=160, seed=cfg.seed)[1]
+    if draw_root is not None: vals["draw"] = category_datasets(draw_root, cat, size, max_test=160, seed=cfg.runtime.seed)[1]
     return train, vals
 
 
 def run_variant(name, change, cfg, root, draw_root, cat, steps, every, teachers, log):
     v = {**BASE, **change}
     train, vals = validation_sets(cfg, root, draw_root, cat, v["size"])
-    teacher = teachers.setdefault(v["strides"], Teacher(cfg.cfrg_teacher, True, strides=v["strides"]))
+    teacher = teachers.setdefault(v["strides"], Teacher(cfg.teacher.name, True, strides=v["strides"]))
     blocks = dict(bottleneck_blocks=3, decoder_blocks=(3, 4, 6)) if v["blocks"] == "release" else dict(bottleneck_blocks=v["blocks"], decoder_blocks=v["blocks"])
-    torch.manual_seed(cfg.seed)
-    style = MapStyle(v["sigma"], cfg.map_blur_padding, bool(cfg.map_align_corners))
+    torch.manual_seed(cfg.runtime.seed)
+    style = MapStyle(v["sigma"], cfg.maps.padding, bool(cfg.maps.align_corners))
     model = ReverseDistillation(teacher, map_style=style, width=v["width"], code_stride=v["code_stride"], **blocks)
     per_epoch = math.ceil(len(train) / v["batch"])
     epochs = math.ceil(steps / per_epoch)
@@ -129,7 +130,7 @@ def run_variant(name, change, cfg, root, draw_root, cat, steps, every, teachers,
         done = (epoch + 1) * per_epoch
         if done // every > epoch * per_epoch // every or epoch + 1 == epochs:
             rows.extend(score_all(scored, vals, cfg, step=done))
-    fit(model, step, train, epochs=epochs, batch_size=v["batch"], lr=v["lr"], gamma=1.0, seed=cfg.seed, progress=False, callback=callback)
+    fit(model, step, train, epochs=epochs, batch_size=v["batch"], lr=v["lr"], gamma=1.0, seed=cfg.runtime.seed, progress=False, callback=callback)
     train_s = time.time() - t0
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for r in rows: r.update(category=cat, variant=name, params=params, train_s=round(train_s, 1))
@@ -151,7 +152,7 @@ def map_variants(model, val, cfg, cat, kind):
     rows = []
     for scales in [(0, 1, 2), (1, 2), (0, 1), (0,), (1,), (2,)]:
         for sigma in (0, 2, 4, 8):
-            style = MapStyle(sigma, cfg.map_blur_padding, bool(cfg.map_align_corners))
+            style = MapStyle(sigma, cfg.maps.padding, bool(cfg.maps.align_corners))
             m, s = style.scores(per_scale[:, list(scales)].sum(1, keepdim=True))
             found = evaluate(masks, m.numpy(), s.numpy(), labels=labels, on_undefined="nan")
             rows.append(dict(val=kind, category=cat, scales="+".join(STRIDE_NAMES[i] for i in scales), sigma=sigma,
@@ -166,8 +167,8 @@ def run_cfrg(overrides: dict, cfg_name, root, draw_root, cat, log, every_epochs=
     from cad_nb.runner import make_teacher, run_method
     import tempfile
     with tempfile.TemporaryDirectory() as runs:
-        cfg = load_profile(cfg_name, run_dir=runs, **overrides)
-        train, vals = validation_sets(cfg, root, draw_root, cat, cfg.image_size)
+        cfg = load_profile(cfg_name, sets={"runtime.run_dir": runs, **overrides})
+        train, vals = validation_sets(cfg, root, draw_root, cat, cfg.data.image_size)
         res = run_method("CFRG", cfg, train, vals["synth"], make_teacher(cfg), f"diag_{cat}", progress=False,
                          val_set=vals["draw"], track_every=every_epochs)
     name = "CFRG " + (", ".join(f"{k}={v}" for k, v in overrides.items()) or f"({cfg_name} profile)")
@@ -184,11 +185,11 @@ def show_maps(cfg, root, draw_root, cat, steps, out, name):
     "Per-scale 1 - cos maps of the cpu RD (lr 5e-3) beside PaDiM's map, on defective and normal draw-validation images."
     import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
     train, vals = validation_sets(cfg, root, draw_root, cat, BASE["size"])
-    teacher = Teacher(cfg.cfrg_teacher, True)
-    ref = fit_padim(PaDiM(teacher, seed=cfg.seed, map_style=map_style(cfg)), train, 16)
-    torch.manual_seed(cfg.seed)
+    teacher = Teacher(cfg.teacher.name, True)
+    ref = fit_padim(PaDiM(teacher, seed=cfg.runtime.seed, map_style=map_style(cfg)), train, 16)
+    torch.manual_seed(cfg.runtime.seed)
     rd = ReverseDistillation(teacher, map_style=map_style(cfg), bottleneck_blocks=1, decoder_blocks=1)
-    fit(rd, rd_step, train, epochs=math.ceil(steps / math.ceil(len(train) / 8)), batch_size=8, lr=5e-3, gamma=1.0, seed=cfg.seed, progress=False)
+    fit(rd, rd_step, train, epochs=math.ceil(steps / math.ceil(len(train) / 8)), batch_size=8, lr=5e-3, gamma=1.0, seed=cfg.runtime.seed, progress=False)
     rd.eval(); ds = vals["draw"]
     idx = [i for i, s in enumerate(ds.samples) if s.label][:3] + [i for i, s in enumerate(ds.samples) if not s.label][:2]
     fig, ax = plt.subplots(len(idx), 6, figsize=(12, 2.2 * len(idx)), squeeze=False)
@@ -232,7 +233,7 @@ def main(argv=None):
     p.add_argument("--padim-sigmas", nargs="+", type=float, default=[4.0], help="blur sigmas PaDiM's reference maps are scored with")
     p.add_argument("--padim-sizes", nargs="+", type=int, default=[BASE["size"]], help="image sizes PaDiM's references are fitted at")
     p.add_argument("--replot", action="store_true", help="only redraw the curves figure from the CSV files in --out")
-    p.add_argument("--cfrg", nargs="*", default=[], metavar="JSON", help='CFRG runs on the draw validation set, each a JSON dict of profile overrides (e.g. \'{"cfrg_lr": 0.005}\'; {} = the profile)')
+    p.add_argument("--cfrg", nargs="*", default=[], metavar="JSON", help='CFRG runs on the draw validation set, each a JSON dict of profile overrides (e.g. \'{"cfrg.lr": 0.005}\'; {} = the profile)')
     p.add_argument("--show-maps", nargs="*", default=[], metavar="CATEGORY", help="also draw RD's per-scale maps beside PaDiM's for these categories")
     a = p.parse_args(argv)
     if a.replot:
@@ -242,22 +243,22 @@ def main(argv=None):
     cfg = load_profile(a.profile)
     root = benchmark_root(cfg)
     draw_root = None
-    if a.draw_seed >= 0 and not cfg.get("data_root"):
+    if a.draw_seed >= 0 and not cfg.data.root:
         from cad_nb.synthetic import make_3c_benchmark
-        if a.draw_seed == cfg.seed: raise SystemExit("--draw-seed must differ from the profile's seed: that draw is the test benchmark")
-        draw_root = make_3c_benchmark(cfg.path("cache_dir"), cfg.benchmark, a.draw_seed)
+        if a.draw_seed == cfg.runtime.seed: raise SystemExit("--draw-seed must differ from the profile's seed: that draw is the test benchmark")
+        draw_root = make_3c_benchmark(cfg.path("runtime.cache_dir"), cfg.data.benchmark, a.draw_seed)
     cats = a.categories or list_categories(root)
     names = [n for n in VARIANTS if not a.variants or any(n.startswith(v) for v in a.variants)]
     out, curves, maps, padim, teachers, kinds = Path(a.out), [], [], [], {}, []
     out.mkdir(parents=True, exist_ok=True)
     log = lambda s: print(s, flush=True)
     for cat in cats:
-        teacher = teachers.setdefault(BASE["strides"], Teacher(cfg.cfrg_teacher, True, strides=BASE["strides"]))
+        teacher = teachers.setdefault(BASE["strides"], Teacher(cfg.teacher.name, True, strides=BASE["strides"]))
         for size in a.padim_sizes:
             train, vals = validation_sets(cfg, root, draw_root, cat, size)
-            ref = fit_padim(PaDiM(teacher, seed=cfg.seed, map_style=map_style(cfg)), train, 16)
+            ref = fit_padim(PaDiM(teacher, seed=cfg.runtime.seed, map_style=map_style(cfg)), train, 16)
             for sigma in a.padim_sigmas:
-                ref.map_style = MapStyle(sigma, cfg.map_blur_padding, bool(cfg.map_align_corners))
+                ref.map_style = MapStyle(sigma, cfg.maps.padding, bool(cfg.maps.align_corners))
                 name = f"PaDiM (sigma {sigma:g})" + ("" if size == BASE["size"] else f", {size} px")
                 padim += score_all(ref, vals, cfg, category=cat, variant=name)
                 log(f"{cat:14s} {name} " + " ".join(f"{r['val']} {r['p_auroc']:.1f}/{r['aupro']:.1f}" for r in padim[-len(vals):]))
@@ -271,7 +272,7 @@ def main(argv=None):
         if cat in a.show_maps: show_maps(cfg, root, draw_root, cat, a.steps, out, a.name)
         pd.DataFrame(curves).to_csv(out / f"{a.name}_curves_partial.csv", index=False)
     metrics = ["p_auroc", "aupro", "p_ap", "i_auroc"]
-    note = (f"Validation data only (synth: {cfg.val_images} held-out normal training images per category, every other with a "
+    note = (f"Validation data only (synth: {cfg.data.val_images} held-out normal training images per category, every other with a "
             f"synthesised anomaly; draw: test split of benchmark seed {a.draw_seed}, 160 images); profile {cfg.name}, "
             f"categories {', '.join(cats)}; RD variants, {a.steps} steps; %.")
     curves, padim = pd.DataFrame(curves), pd.DataFrame(padim)

@@ -3,7 +3,7 @@
 MTD's tiles are grey; the anomalies CFRG and DeSTSeg train on blend DTD textures, which are coloured. A model can
 then find every synthesised anomaly from colour alone, a cue no real defect carries. This script measures the cue
 (the mean chroma, max - min over the channels, inside the synthesised masks against the real test images), then
-trains the methods again with `cfrg_texture_gray = true` (each texture's luminance blended instead of its colours)
+trains the methods again with `synthesis.gray = true` (each texture's luminance blended instead of its colours)
 under notebook 22's protocol (epochs chosen on the validation images, patience `real.patience`), and writes their
 validation and test metrics beside notebook 22's rows (figures/mtd_results.csv, colour textures). A diagnosis:
 it scores the test split to explain a result, and changes no setting of the notebook.
@@ -38,13 +38,14 @@ def main(argv=None):
     p.add_argument("--out", default="figures/diagnosis")
     a = p.parse_args(argv)
     root = Path(a.real_data).resolve()
-    cfg = load_profile(a.profile, real_data_root=str(root), cfrg_textures="dtd", cfrg_dtd_root=str(root / "dtd/images"),
-                       destseg_seg_steps=load_profile(a.profile).real_destseg_seg_steps)
+    cfg = load_profile(a.profile, sets={"real.root": str(root), "synthesis.textures": "dtd",
+                                        "synthesis.dtd_root": str(root / "dtd/images")})
+    cfg = cfg.updated({"destseg.seg_steps": cfg.real.destseg_seg_steps})
     dev = get_device(cfg.runtime.device)
     train_all, test_set = category_datasets(root / "mtd", "MTD", cfg.data.image_size, cfg.real.max_train, cfg.real.max_test, cfg.runtime.seed)
     rows = []
     for gray in (False, True):
-        c = load_profile(a.profile, **{**cfg.values, "cfrg_texture_gray": gray})
+        c = cfg.updated({"synthesis.gray": gray})
         train_set, val_set = split_validation(train_all, c.real.val_images, c)
         synth = SynthesisDataset(train_set, synthesizer(c), seed=c.runtime.seed)
         items = [synth[i] for i in range(0, len(synth), max(1, len(synth) // 64))]
@@ -68,7 +69,7 @@ def main(argv=None):
                              **{k: colour.loc[name, k] for k in ("i_auroc", "p_auroc", "ap", "aupro")}))
     table = pd.DataFrame(rows).set_index("method")
     note = (f"Magnetic Tile Defects, notebook 22's protocol (profile {a.profile}, {cfg.data.image_size} px, DTD textures, epochs "
-            f"chosen on validation). Grey rows: cfrg_texture_gray = true, this script; colour rows: figures/mtd_results.csv. "
+            f"chosen on validation). Grey rows: synthesis.gray = true, this script; colour rows: figures/mtd_results.csv. "
             f"Device {device_name(dev)}, commit {git_commit()}.")
     print(save_table(table, a.out, "mtd_gray_synthesis", floatfmt=".3f", note=note).round(2).to_string())
 

@@ -9,7 +9,7 @@ import argparse, tempfile
 
 import torch
 
-from cad_nb.core import load_profile
+from cad_nb.settings import load_profile
 from cad_nb.runner import category_datasets, make_teacher, run_method, split_validation
 
 
@@ -20,11 +20,11 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     with tempfile.TemporaryDirectory() as runs:
-        cfg = load_profile("cpu", run_dir=runs, data_root=a.root, rd_lr=a.lr)
-        train, _ = category_datasets(cfg.path("data_root"), a.category, cfg.image_size, seed=cfg.seed)
-        train, val = split_validation(train, cfg.val_images, cfg)
+        cfg = load_profile("cpu", sets={"runtime.run_dir": runs, "data.root": a.root, "rd.lr": a.lr})
+        train, _ = category_datasets(cfg.path("data.root"), a.category, cfg.data.image_size, seed=cfg.runtime.seed)
+        train, val = split_validation(train, cfg.data.val_images, cfg)
         res = run_method("RD", cfg, train, val, make_teacher(cfg), "mtd_rd", progress=False, val_set=val, track_every=a.every)
-    print(f"RD on {a.category}: {len(train)} training images, lr {cfg.rd_lr}, {cfg.rd_epochs} epochs; validation P-AUROC / AUPRO / I-AUROC (%):")
+    print(f"RD on {a.category}: {len(train)} training images, lr {cfg.rd.lr}, {cfg.rd.epochs} epochs; validation P-AUROC / AUPRO / I-AUROC (%):")
     for pt in res["history"]["callback"]:
         print(f"  epoch {pt['epoch'] + 1:3d} step {pt['step']:5d}: {100 * pt['p_auroc']:.1f} / {100 * pt['aupro']:.1f} / {100 * pt['i_auroc']:.1f}")
 
