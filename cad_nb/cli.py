@@ -490,7 +490,7 @@ def evaluate_multitask_run(model, record, root, device) -> dict:
     "Metrics of a multi-task run on annotations/test.json under `root`."
     cfg = run_profile(record)
     test = read_coco(_coco_root(root, "test") / "annotations" / "test.json")
-    preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl.image_size), device)
+    preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl.image_size), device=device)
     metrics = mtl.evaluate(preds, len(record["mtl"]["class_names"]) - 1)
     return dict(metrics=metrics, threshold=None, map_range=[0.0, 1.0], test_images=len(preds))
 

@@ -622,7 +622,7 @@ def train_multitask(
 
 # %% ../nbs/11_mtl.ipynb #5fee18bd
 @torch.no_grad()
-def predict(model, dataset, device="cpu", batch_size=16, amp=True) -> list:
+def predict(model, dataset, batch_size=16, device="cpu", amp=True) -> list:
     """Per image: dict(label, pred_label, boxes/box_classes (truth), det (boxes, scores, classes), mask, pred_mask,
     domain)."""
     model.eval().to(device)
@@ -801,7 +801,7 @@ def run_experiment(
         checkpoint=cfg.path("runtime.run_dir") / name,
         progress=progress,
     )
-    preds = predict(model, data["test_set"], device)
+    preds = predict(model, data["test_set"], device=device)
     n = data["n_classes"]
     return dict(
         history=pd.DataFrame(r["history"]),

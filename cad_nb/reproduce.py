@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 
 from .core import device_name, get_device, git_commit
-from .settings import SettingsError, find_settings, load_profile
+from .settings import SettingsError, find_settings, ini_text, load_profile
 from .public import RECORD, get_spec
 
 # %% auto #0
@@ -199,17 +199,6 @@ def _lanes_order(notebooks, old: dict, jobs: int) -> list[Path]:
     return sorted(notebooks, key=lambda nb: -old.get(nb.stem, {}).get("seconds", 0))
 
 
-def _ini_value(v) -> str:
-    "A profile value written back as settings.ini text (the inverse of the typing `load_profile` does)."
-    if v is None:
-        return ""
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, list):
-        return ", ".join(_ini_value(x) for x in v)
-    return str(v)
-
-
 PATH_SETTINGS = (
     "data.root",
     "runtime.cache_dir",
@@ -229,7 +218,7 @@ def _under(work, value) -> Path:
 def write_run_settings(cfg, work, out_dir, path) -> Path:
     """Write profile `cfg` alone to `path`, its paths made absolute (relative ones taken from `work`) and
     `runtime.out_dir` set to `out_dir`."""
-    values = {k: _ini_value(v) for k, v in cfg.values.items()}
+    values = {k: ini_text(v) for k, v in cfg.values.items()}
     for k in PATH_SETTINGS:
         if cfg.get(k):
             values[k] = str(_under(work, cfg.get(k)))

@@ -14,7 +14,7 @@ from pathlib import Path
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
            'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings', 'DeSTSegSettings',
            'MultiTaskSettings', 'SettingsError', 'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key',
-           'find_settings', 'Profile', 'load_profile', 'describe']
+           'find_settings', 'Profile', 'load_profile', 'ini_text', 'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -371,12 +371,22 @@ def load_profile(name="smoke", settings=None, sets: dict | None = None) -> Profi
     return cfg.updated(sets or {})
 
 # %% ../nbs/00a_settings.ipynb #5e832791
+def ini_text(value) -> str:
+    "A setting's value as settings.ini writes it (what `coerce` reads back)."
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return ", ".join(ini_text(v) for v in value)
+    return str(value)
+
+
 def describe(cfg: Profile, sections=None) -> str:
     "The resolved settings of `sections` (default: all), one `section.key = value  # source` line each."
     lines = []
     for key, value in cfg.values.items():
         if sections and key.split(".")[0] not in sections:
             continue
-        shown = ", ".join(map(str, value)) if isinstance(value, list) else "" if value is None else value
-        lines.append(f"{key} = {shown}  # {cfg.sources.get(key, 'default')}")
+        lines.append(f"{key} = {ini_text(value)}  # {cfg.sources.get(key, 'default')}")
     return "\n".join(lines)
