@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cad_nb.cfrg import (
+from cad_nb.components import (
     MapStyle,
     Teacher,
     OneClassBottleneck,

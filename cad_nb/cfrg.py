@@ -16,54 +16,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import FeatureBackbone
-
-# %% auto #0
-__all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'RELEASE_CFRG_PARAMS', 'Teacher',
-           'conv_bn_relu', 'Adapter', 'Student', 'count_params', 'init_kaiming', 'Bottleneck', 'OneClassBottleneck',
-           'check_code_stride', 'stage_blocks', 'RecoveryDecoder', 'check_input_size', 'cosine_distance', 'UpBlock',
-           'SegmentationHead', 'pad_edges', 'check_padding', 'gaussian_blur', 'MapStyle', 'discrepancy_map',
-           'cfrg_anomaly_map', 'CFRG', 'global_cosine_loss', 'push_pull_loss', 'CFRGLoss', 'cfrg_step',
-           'params_with_gradient', 'cfrg_param_table']
-
-# %% ../nbs/06_cfrg.ipynb #104f8f49
-STRIDES = (4, 8, 16)
-
-# %% ../nbs/06_cfrg.ipynb #a98eea3f
-RANDOM_TEACHER_NOTE = (
-    "NOTE: the teacher network is randomly initialised (no pretrained weights were available); "
-    "numbers are not comparable to an ImageNet-pretrained teacher."
+from cad_nb.components import (
+    RANDOM_TEACHER_NOTE,
+    RELEASE_MAP_STYLE,
+    STRIDES,
+    MapStyle,
+    RecoveryDecoder,
+    OneClassBottleneck,
+    Teacher,
+    check_input_size,
+    conv_bn_relu,
+    cosine_distance,
+    count_params,
+    discrepancy_map,
+    gaussian_blur,
+    global_cosine_loss,
+    init_kaiming,
 )
 
-
-class Teacher(nn.Module):
-    "A frozen backbone tapped at `strides`, always in eval mode; `weights` says where its weights came from."
-
-    def __init__(self, name="wide_resnet50_2.tv_in1k", pretrained=True, weights_path=None, strides=STRIDES):
-        super().__init__()
-        self.backbone = FeatureBackbone(name, strides, pretrained=pretrained, weights=weights_path)
-        self.weights = self.backbone.weights
-        self.channels = self.backbone.channels
-        self.requires_grad_(False)
-        self.eval()
-
-    @property
-    def is_random(self) -> bool:
-        return self.weights.startswith("randomly initialised")
-
-    def train(self, mode: bool = True):
-        return super().train(False)
-
-    def forward(self, x):
-        return self.backbone(x)
+# %% auto #0
+__all__ = ['RELEASE_CFRG_PARAMS', 'Adapter', 'Student', 'UpBlock', 'SegmentationHead', 'cfrg_anomaly_map', 'CFRG',
+           'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'params_with_gradient', 'cfrg_param_table']
 
 # %% ../nbs/06_cfrg.ipynb #dd4f854a
-def conv_bn_relu(cin, cout, k=3, stride=1, bias=False):
-    "Conv (no bias unless asked) + BatchNorm + ReLU."
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride, k // 2, bias=bias), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
-    )
-
-
 class Adapter(nn.Sequential):
     """Student-to-teacher channel adapter at the student's width until the last 1x1: dw3x3, 1x1, BN, ReLU, 3x3, 1x1
     to `cout`, BN, ReLU."""
@@ -92,128 +67,7 @@ class Student(nn.Module):
     def forward(self, x):
         return [a(f) for a, f in zip(self.adapters, self.backbone(x))]
 
-
-def count_params(module: nn.Module, trainable=False) -> int:
-    "Number of parameters of `module` (only those with `requires_grad` when `trainable`)."
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
-
-# %% ../nbs/06_cfrg.ipynb #b0c0c9e6
-def init_kaiming(module: nn.Module) -> nn.Module:
-    """Kaiming-normal (fan_out, ReLU) `Conv2d`s, BatchNorm weight 1 and bias 0 (torchvision's ResNet init;
-    transposed convs keep PyTorch's)."""
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-    return module
-
-
-class Bottleneck(nn.Module):
-    """torchvision's bottleneck block at width `mid`; `stride=2` halves the size at the 3x3, `up=True` doubles it
-    with 2x2 transposed convs (RD4AD)."""
-
-    def __init__(self, cin, cout, mid, stride=1, up=False):
-        super().__init__()
-        middle = nn.ConvTranspose2d(mid, mid, 2, 2, bias=False) if up else nn.Conv2d(mid, mid, 3, stride, 1, bias=False)
-        self.body = nn.Sequential(
-            conv_bn_relu(cin, mid, 1),
-            middle,
-            nn.BatchNorm2d(mid),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        )
-        shortcut = (
-            nn.ConvTranspose2d(cin, cout, 2, 2, bias=False) if up else nn.Conv2d(cin, cout, 1, stride, bias=False)
-        )
-        self.skip = (
-            nn.Identity() if cin == cout and stride == 1 and not up else nn.Sequential(shortcut, nn.BatchNorm2d(cout))
-        )
-
-    def forward(self, x):
-        return F.relu(self.body(x) + self.skip(x))
-
-
-class OneClassBottleneck(nn.Module):
-    """RD4AD's OCBE: fuse three teacher scales at 1/16, then bottleneck blocks (the first with stride 2, unless
-    `code_stride=16`) to `2 c3 width` channels at 1/`code_stride`."""
-
-    def __init__(self, channels, n_blocks=3, width=1.0, code_stride=32):
-        super().__init__()
-        c1, c2, c3 = channels
-        mid, out = round(c3 * width), round(2 * c3 * width)
-        self.down1 = nn.Sequential(conv_bn_relu(c1, c2, 3, 2), conv_bn_relu(c2, c3, 3, 2))
-        self.down2 = conv_bn_relu(c2, c3, 3, 2)
-        first = Bottleneck(3 * c3, out, mid, stride=check_code_stride(code_stride) // 16)
-        self.blocks = nn.Sequential(first, *[Bottleneck(out, out, mid) for _ in range(n_blocks - 1)])
-        self.out_channels = out
-        init_kaiming(self)
-
-    def forward(self, feats):
-        f1, f2, f3 = feats
-        return self.blocks(torch.cat([self.down1(f1), self.down2(f2), f3], 1))
-
-
-def check_code_stride(code_stride) -> int:
-    """The bottleneck code's stride: 32 (RD4AD: 1/32 of the image) or 16 (one downsampling fewer, four times the
-    code cells)."""
-    if code_stride not in (16, 32):
-        raise ValueError(f"code_stride = {code_stride!r}: choose 32 (the release's 1/32 code) or 16")
-    return code_stride
-
-
-def stage_blocks(n_blocks) -> tuple:
-    "Blocks per decoder stage: three positive counts, or one count for every stage."
-    n = (n_blocks,) * 3 if isinstance(n_blocks, int) else tuple(int(b) for b in n_blocks)
-    if len(n) == 1:
-        n = n * 3  # one count in a list: every stage
-    if len(n) != 3 or min(n) < 1:
-        raise ValueError(
-            f"decoder blocks {n_blocks!r}: give one count per stage (e.g. 3, 4, 6) or one count, each >= 1"
-        )
-    return n
-
-
-class RecoveryDecoder(nn.Module):
-    """RD4AD's decoder: stages back to the teacher's `c3, c2, c1`, each an upsampling block (the first a plain one
-    for a 1/16 code) then plain ones, inner width `width` x half the output."""
-
-    def __init__(self, channels, in_channels=None, n_blocks=(3, 4, 6), width=1.0, code_stride=32):
-        super().__init__()
-        c1, c2, c3 = channels
-        mid = lambda cout: max(1, round(cout // 2 * width))
-        stage = lambda cin, cout, n, up: nn.Sequential(
-            Bottleneck(cin, cout, mid(cout), up=up), *[Bottleneck(cout, cout, mid(cout)) for _ in range(n - 1)]
-        )
-        ups = (check_code_stride(code_stride) == 32, True, True)
-        self.stages = nn.ModuleList(
-            stage(i, o, n, up)
-            for i, o, n, up in zip((in_channels or 2 * c3, c3, c2), (c3, c2, c1), stage_blocks(n_blocks), ups)
-        )
-        init_kaiming(self)
-
-    def forward(self, code):
-        outs = []
-        for stage in self.stages:
-            code = stage(code)
-            outs.append(code)
-        return outs[::-1]  # [R1, R2, R3], finest first
-
-
-def check_input_size(x, multiple=32):
-    "Clear error for images whose sides are not multiples of `multiple` (the 1/32 bottleneck needs them)."
-    h, w = x.shape[-2:]
-    if h % multiple or w % multiple:
-        raise ValueError(f"image size {h}x{w} must be a multiple of {multiple} (set image_size to e.g. 256)")
-
 # %% ../nbs/06_cfrg.ipynb #5741228e
-def cosine_distance(a, b) -> torch.Tensor:
-    "Per-pixel `1 - cos` over channels of two B x C x H x W maps, as B x 1 x H x W."
-    return 1 - F.cosine_similarity(a.float(), b.float(), dim=1).unsqueeze(1)
-
-
 class UpBlock(nn.Module):
     """U-Net up-block: 4x4 stride-2 transposed conv to `cout`, concat an optional skip of `skip` channels, then
     twice (3x3 conv with bias, BN, ReLU)."""
@@ -244,70 +98,6 @@ class SegmentationHead(nn.Module):
         return self.out(self.up4(self.up3(self.up2(self.up1(f3, f2), f1))))
 
 # %% ../nbs/06_cfrg.ipynb #f3cb6938
-BLUR_PADDING = ("mirror", "reflect")
-
-
-def pad_edges(x, pad: int, dim: int, mode="mirror") -> torch.Tensor:
-    """Pad both ends of `dim` by `pad` as scipy.ndimage names it: 'mirror' (c b | a b c) or 'reflect' (b a | a b c,
-    edge repeated)."""
-    if pad == 0:
-        return x
-    start, n = int(mode == "mirror"), x.shape[dim]
-    return torch.cat([x.narrow(dim, start, pad).flip(dim), x, x.narrow(dim, n - pad - start, pad).flip(dim)], dim)
-
-
-def check_padding(padding: str) -> str:
-    "`padding` if it is one of `BLUR_PADDING`, else a clear error."
-    if padding not in BLUR_PADDING:
-        raise ValueError(f"blur padding {padding!r}: choose one of {BLUR_PADDING} (scipy.ndimage's names)")
-    return padding
-
-
-def gaussian_blur(maps, sigma=4.0, padding="mirror") -> torch.Tensor:
-    """Separable Gaussian blur of B x 1 x H x W maps truncated at 4 sigma (scipy's `gaussian_filter`); kernel cut
-    (renormalised) on tiny maps."""
-    check_padding(padding)
-    if sigma <= 0:
-        return maps
-    radius = int(4 * sigma + 0.5)
-    xs = torch.arange(-radius, radius + 1, dtype=maps.dtype, device=maps.device)
-    k = torch.exp(-(xs**2) / (2 * sigma**2))
-    for dim, shape in ((3, (1, 1, 1, -1)), (2, (1, 1, -1, 1))):
-        pad = min(radius, maps.shape[dim] - (padding == "mirror"))
-        taps = k[radius - pad : radius + pad + 1]
-        maps = F.conv2d(pad_edges(maps, pad, dim, padding), (taps / taps.sum()).view(shape))
-    return maps
-
-
-@dataclass(frozen=True)
-class MapStyle:
-    """How per-scale discrepancies become a map: bilinear upsampling's `align_corners`, the Gaussian's `sigma` and
-    edge `padding`."""
-
-    sigma: float = 4.0
-    padding: str = "mirror"
-    align_corners: bool = False
-
-    def __post_init__(self):
-        check_padding(self.padding)
-
-    def upsample(self, x, size) -> torch.Tensor:
-        return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=self.align_corners)
-
-    def scores(self, maps):
-        "Smooth B x 1 x H x W maps; return (maps B x H x W, image scores = max of each map)."
-        maps = gaussian_blur(maps.float(), self.sigma, self.padding)[:, 0]
-        return maps, maps.flatten(1).amax(1)
-
-
-RELEASE_MAP_STYLE = MapStyle(sigma=4.0, padding="reflect", align_corners=True)
-
-
-def discrepancy_map(targets, preds, size, style=MapStyle()) -> torch.Tensor:
-    "Sum over scales of the per-pixel `1 - cos`, each upsampled (bilinear) to `size`: B x 1 x H x W."
-    return sum(style.upsample(cosine_distance(t, p), size) for t, p in zip(targets, preds))
-
-
 def cfrg_anomaly_map(out: dict, style=MapStyle()):
     """CFRG's (maps, scores) from a forward's output: recovery (or, without it, student) discrepancy +
     sigmoid(head), smoothed."""
@@ -372,14 +162,6 @@ class CFRG(nn.Module):
         return cfrg_anomaly_map(self(images), self.map_style)
 
 # %% ../nbs/06_cfrg.ipynb #fd80c243
-def global_cosine_loss(targets, preds) -> torch.Tensor:
-    "RD's loss: sum over scales of the batch mean of 1 - cos between each sample's flattened maps."
-    return sum(
-        (1 - F.cosine_similarity(t.float().flatten(1), p.float().flatten(1), dim=1)).mean()
-        for t, p in zip(targets, preds)
-    )
-
-
 def push_pull_loss(teacher_feats, student_feats, mask, push=True) -> torch.Tensor:
     "L_dis: pull student to teacher on normal pixels (1 - cos), push apart inside `mask` (cos)."
     terms = []

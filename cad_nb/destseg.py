@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cfrg import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
+from .components import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
 from .core import FeatureBackbone, seed_everything
 from cad_nb.train import (
     _loader,

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from .baselines import PaDiM, ReverseDistillation, fit_padim, rd_step
-from .cfrg import CFRG, CFRGLoss, MapStyle, Teacher, cfrg_step
+from .cfrg import CFRG, CFRGLoss, cfrg_step
+from .components import MapStyle, Teacher
 from .core import seed_everything
 from .data import MASK_RESIZE, AnomalyDataset, read_category
 from .destseg import DeSTSeg, fit_destseg

@@ -8,7 +8,8 @@ torch.set_num_threads(1)   # pytest -n 2 on two cores: one thread per process
 
 from cad_nb import cfrg
 from cad_nb.baselines import PaDiM, ReverseDistillation, rd_step
-from cad_nb.cfrg import CFRG, CFRGLoss, MapStyle, Teacher, cfrg_anomaly_map, gaussian_blur, push_pull_loss
+from cad_nb.cfrg import CFRG, CFRGLoss, cfrg_anomaly_map, push_pull_loss
+from cad_nb.components import MapStyle, Teacher, gaussian_blur
 
 
 @pytest.fixture(scope="module")

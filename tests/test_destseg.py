@@ -6,7 +6,7 @@ import torch
 torch.set_num_threads(1)   # pytest -n 2 on two cores: one thread per process
 
 from cad_nb.runner import category_datasets
-from cad_nb.cfrg import Teacher
+from cad_nb.components import Teacher
 from cad_nb.data import list_categories
 from cad_nb.destseg import (RELEASE_PARAMS, DeSTSeg, channel_normalize, dest_map, destseg_param_table, fit_destseg,
                             segmentation_loss, student_loss, top_k_mean)

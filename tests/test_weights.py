@@ -67,7 +67,8 @@ def test_a_name_with_no_weights_anywhere_warns_and_says_what_was_tried():
 
 
 def test_every_wrapper_normalises_with_its_own_weights_statistics():
-    from cad_nb.cfrg import Student, Teacher
+    from cad_nb.cfrg import Student
+    from cad_nb.components import Teacher
     from cad_nb.mtl import Backbone
     half = [0.5, 0.5, 0.5]
     assert Teacher("tf_efficientnet_lite0").backbone.normalize.mean.flatten().tolist() == half

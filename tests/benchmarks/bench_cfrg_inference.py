@@ -9,7 +9,7 @@ import argparse, os, platform, statistics, time
 
 import torch
 
-from cad_nb.cfrg import Teacher, count_params
+from cad_nb.components import Teacher, count_params
 from cad_nb.settings import load_profile
 from cad_nb.runner import METHODS, build_method
 

@@ -5,7 +5,8 @@ Run: .venv/bin/python tests/benchmarks/bench_cfrg_parts.py"""
 import time, torch, statistics
 torch.set_num_threads(1)
 from cad_nb.settings import load_profile
-from cad_nb.cfrg import Teacher, cfrg_anomaly_map
+from cad_nb.cfrg import cfrg_anomaly_map
+from cad_nb.components import Teacher
 from cad_nb.runner import build_method
 for prof in ("cpu", "paper"):
     cfg = load_profile(prof, sets={"teacher.pretrained": False, "data.image_size": 256})

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 
 from cad_nb.baselines import PaDiM, ReverseDistillation, fit_padim, rd_step
-from cad_nb.cfrg import MapStyle, Teacher, cosine_distance, global_cosine_loss
+from cad_nb.components import MapStyle, Teacher, cosine_distance, global_cosine_loss
 from cad_nb.core import save_table, save_figure
 from cad_nb.settings import load_profile
 from cad_nb.data import list_categories

@@ -41,7 +41,8 @@ import torch
 try:  # every cad_nb name this check uses: a refactor that moves one needs a change here only
     from cad_nb import __version__ as CAD_NB_VERSION
     from cad_nb.baselines import ReverseDistillation, rd_step
-    from cad_nb.cfrg import CFRG, CFRGLoss, MapStyle, cfrg_step
+    from cad_nb.cfrg import CFRG, CFRGLoss, cfrg_step
+    from cad_nb.components import MapStyle
     from cad_nb.coba import EqualWeights
     from cad_nb.core import git_commit, package_weights, seed_everything
     from cad_nb.data import AnomalyDataset, collate_multitask, read_category, read_coco
