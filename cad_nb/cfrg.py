@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import FeatureBackbone
+from .weights import FeatureBackbone
 from cad_nb.components import (
     RANDOM_TEACHER_NOTE,
     RELEASE_MAP_STYLE,

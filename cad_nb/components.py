@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import FeatureBackbone
+from .weights import FeatureBackbone
 
 # %% auto #0
 __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'Teacher', 'conv_bn_relu', 'count_params',

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .components import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
-from .core import FeatureBackbone, seed_everything
+from .core import seed_everything
+from .weights import FeatureBackbone
 from cad_nb.train import (
     _loader,
     autocast,

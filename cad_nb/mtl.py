@@ -17,7 +17,8 @@ from torch import nn
 import timm
 from torchvision.ops import batched_nms
 
-from .core import FeatureBackbone, Normalize, seed_everything, timm_model
+from .core import seed_everything
+from .weights import FeatureBackbone, Normalize, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
 from cad_nb.train import (
@@ -382,7 +383,7 @@ class RareClassAugmentation:
     "Synthetic few-shot examples: a rare class's own defect drawer applied to normal images of its domain."
 
     def __init__(self, coco_set, rare: dict, n=64, image_size=128, seed=0):
-        from cad_nb.synthetic import DEFECTS
+        from cad_nb.benchmark import DEFECTS
 
         self.drawers = DEFECTS
         self.names, self.S, self.seed, self.n = coco_set.class_names, image_size, seed, n
@@ -798,7 +799,7 @@ def run_experiment(
         steps,
         seed,
         device,
-        checkpoint=cfg.path("runtime.run_dir") / name,
+        checkpoint=cfg.path("runtime.run_dir") / name if cfg.runtime.run_dir else None,  # none: no checkpoints
         progress=progress,
     )
     preds = predict(model, data["test_set"], device=device)

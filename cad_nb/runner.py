@@ -478,9 +478,8 @@ def run_method(
     t0 = time.time()
     tracker = ValidationTracker(lambda m: score_set(m, val_set, cfg, device)[1], track_every, patience)
     digest = get_method(name).digest(cfg, "bench.max_train")
-    checkpoint = (
-        None if patience else cfg.path("runtime.run_dir") / "cfrg" / f"{run_name}_{digest}.pt"
-    )  # a selection run does not resume
+    run_dir = cfg.path("runtime.run_dir")  # none: no checkpoints; a selection run does not resume either
+    checkpoint = None if patience or run_dir is None else run_dir / "cfrg" / f"{run_name}_{digest}.pt"
     model, history = train_method(
         name, cfg, train_set, teacher, checkpoint, device, loss, epochs, progress, run_name, callback=tracker, **options
     )

@@ -28,7 +28,7 @@ class RuntimeSettings:
     processes: int = 2  # processes for CPU-bound work such as the dataset statistics
     eval_batch_size: int = 32  # images per forward pass when scoring
     cache_dir: str = ".cache/cad_nb"
-    run_dir: str = "_runs/paper/runs"
+    run_dir: str | None = "_runs/paper/runs"  # the notebooks' checkpoints (empty: none are written)
     out_dir: str = "figures/paper"
 
 

@@ -1,6 +1,6 @@
 "Shared fixtures: the smoke embedded benchmark, generated once per test session into a temporary folder."
 import pytest
-from cad_nb.synthetic import make_3c_benchmark
+from cad_nb.benchmark import make_3c_benchmark
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from cad_nb.data import DatasetError, read_coco, CocoMultiTaskDataset, collate_multitask, decode_segmentation
-from cad_nb.synthetic import make_car_benchmark, CAR_DOMAINS, CAR_SIZES, CAR_CLASSES
+from cad_nb.benchmark import make_car_benchmark, CAR_DOMAINS, CAR_SIZES, CAR_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,7 @@ def test_bad_run_folders(run, tmp_path):
 
 
 def test_multitask_train_test_predict(tmp_path):
-    from cad_nb.synthetic import make_car_benchmark
+    from cad_nb.benchmark import make_car_benchmark
     torch.set_num_threads(1)
     root = make_car_benchmark(tmp_path / "data", "smoke", seed=0)
     run = tmp_path / "mtl"

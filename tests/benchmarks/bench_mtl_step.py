@@ -15,7 +15,7 @@ import torch
 from cad_nb.core import get_device, device_name
 from cad_nb.settings import load_profile
 from cad_nb.data import read_coco, collate_multitask
-from cad_nb.synthetic import make_car_benchmark
+from cad_nb.benchmark import make_car_benchmark
 from cad_nb.mtl import MultiTaskModel, TASKS, TASK_LOSSES, task_datasets
 from cad_nb.coba import EqualWeights
 from cad_nb.train import autocast, make_scaler

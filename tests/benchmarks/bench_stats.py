@@ -16,7 +16,7 @@ from PIL import Image
 
 from cad_nb.data import list_categories, read_category
 from cad_nb.stats import dataset_stats
-from cad_nb.synthetic import make_3c_benchmark
+from cad_nb.benchmark import make_3c_benchmark
 
 THREECAD = dict(train=10_493, good=5_084, defect=11_423, categories=8, side=(288, 1024))
 

@@ -30,7 +30,7 @@ from cad_nb.settings import load_profile
 from cad_nb.data import list_categories
 from cad_nb.metrics import evaluate
 from cad_nb.runner import category_datasets, map_style, score_set, split_validation
-from cad_nb.synthetic import benchmark_root
+from cad_nb.benchmark import benchmark_root
 from cad_nb.train import fit, predict
 
 
@@ -244,7 +244,7 @@ def main(argv=None):
     root = benchmark_root(cfg)
     draw_root = None
     if a.draw_seed >= 0 and not cfg.data.root:
-        from cad_nb.synthetic import make_3c_benchmark
+        from cad_nb.benchmark import make_3c_benchmark
         if a.draw_seed == cfg.runtime.seed: raise SystemExit("--draw-seed must differ from the profile's seed: that draw is the test benchmark")
         draw_root = make_3c_benchmark(cfg.path("runtime.cache_dir"), cfg.data.benchmark, a.draw_seed)
     cats = a.categories or list_categories(root)

@@ -44,13 +44,14 @@ try:  # every cad_nb name this check uses: a refactor that moves one needs a cha
     from cad_nb.cfrg import CFRG, CFRGLoss, cfrg_step
     from cad_nb.components import MapStyle
     from cad_nb.coba import EqualWeights
-    from cad_nb.core import git_commit, package_weights, seed_everything
+    from cad_nb.core import git_commit, seed_everything
+    from cad_nb.weights import package_weights
     from cad_nb.data import AnomalyDataset, collate_multitask, read_category, read_coco
     from cad_nb.destseg import DeSTSeg, destseg_optimizers, segmentation_step, set_phase, student_step
     from cad_nb.metrics import evaluate as evaluate_maps
     from cad_nb.mtl import TASK_LOSSES, TASKS, MultiTaskModel, task_datasets
     from cad_nb.synthesis import AnomalySynthesizer, SynthesisDataset
-    from cad_nb.synthetic import make_3c_benchmark, make_car_benchmark
+    from cad_nb.benchmark import make_3c_benchmark, make_car_benchmark
     from cad_nb.train import make_optimizer, predict
     IMPORT_ERROR = None
 except ImportError as e:  # the report stage still runs and names the failure

@@ -19,7 +19,7 @@ def anomaly_rows(cfg, categories: int) -> dict:
     "metrics[category/method] of every registered anomaly method on the first `categories` categories."
     from cad_nb.data import list_categories
     from cad_nb.runner import METHODS, category_datasets, make_teacher, run_method, split_validation
-    from cad_nb.synthetic import benchmark_root
+    from cad_nb.benchmark import benchmark_root
     root = benchmark_root(cfg)
     teacher, found = make_teacher(cfg), {}
     for cat in list_categories(root)[:categories]:
@@ -36,7 +36,7 @@ def anomaly_rows(cfg, categories: int) -> dict:
 def multitask_rows(cfg) -> dict:
     "metrics of one CoBa + scheduler multi-task run on the profile's car benchmark."
     from cad_nb.mtl import experiment_data, run_experiment
-    from cad_nb.synthetic import car_benchmark_root
+    from cad_nb.benchmark import car_benchmark_root
     backbone = cfg.mtl.backbones[0]
     data = experiment_data(cfg, car_benchmark_root(cfg))
     res = run_experiment(cfg, data, backbone, "CoBa + scheduler", "coba", "adaptive", seed=cfg.runtime.seed)

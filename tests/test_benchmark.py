@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cad_nb.data import check_dataset, image_size, list_categories, read_category
-from cad_nb.synthetic import CATEGORIES, DEFECTS, make_3c_benchmark
+from cad_nb.benchmark import CATEGORIES, DEFECTS, make_3c_benchmark
 
 
 def files_of(root):
