@@ -425,6 +425,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'cad_nb.runner': { 'cad_nb.runner.Method': ('runner.html#method', 'cad_nb/runner.py'),
                                'cad_nb.runner.Method.digest': ('runner.html#method.digest', 'cad_nb/runner.py'),
                                'cad_nb.runner.Method.identity': ('runner.html#method.identity', 'cad_nb/runner.py'),
+                               'cad_nb.runner.Method.scored': ('runner.html#method.scored', 'cad_nb/runner.py'),
                                'cad_nb.runner.ValidationTracker': ('runner.html#validationtracker', 'cad_nb/runner.py'),
                                'cad_nb.runner.ValidationTracker.__call__': ('runner.html#validationtracker.__call__', 'cad_nb/runner.py'),
                                'cad_nb.runner.ValidationTracker.__init__': ('runner.html#validationtracker.__init__', 'cad_nb/runner.py'),

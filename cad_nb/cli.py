@@ -26,7 +26,6 @@ from cad_nb.runner import (
     load_plugins,
     make_teacher,
     method_names,
-    score_set,
     train_method,
 )
 from .coba import WEIGHTINGS, TaskScheduler
@@ -476,7 +475,7 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
         seed=cfg.runtime.seed,  # every test image
         mask_resize=cfg.data.mask_resize,
     )
-    pred, metrics = score_set(model, test_set, cfg, device)  # image labels from the folders
+    pred, metrics = get_method(record["method"]).scored(model, test_set, cfg, device)  # labels from the folders
     low, high = np.percentile(pred["maps"], [1, 99.9])
     return dict(
         metrics=metrics,

@@ -65,6 +65,10 @@ class Method:
         "Eight hex digits naming a run of this method under `cfg` (plus `extra` sections or keys)."
         return cfg.digest(*self.identity(), *extra)
 
+    def scored(self, model, dataset, cfg, device="cpu") -> tuple:
+        "(predictions, metrics) of `model` on `dataset`: the method's own `score`, else `score_set`."
+        return (self.score or score_set)(model, dataset, cfg, device)
+
 
 REGISTRY: dict[str, Method] = {}
 
@@ -476,8 +480,9 @@ def run_method(
     if patience and not track_every:
         raise ValueError("patience needs track_every: the best epoch is chosen on validation scores")
     t0 = time.time()
-    tracker = ValidationTracker(lambda m: score_set(m, val_set, cfg, device)[1], track_every, patience)
-    digest = get_method(name).digest(cfg, "bench.max_train")
+    method = get_method(name)
+    tracker = ValidationTracker(lambda m: method.scored(m, val_set, cfg, device)[1], track_every, patience)
+    digest = method.digest(cfg, "bench.max_train")
     run_dir = cfg.path("runtime.run_dir")  # none: no checkpoints; a selection run does not resume either
     checkpoint = None if patience or run_dir is None else run_dir / "cfrg" / f"{run_name}_{digest}.pt"
     model, history = train_method(
@@ -495,7 +500,7 @@ def run_method(
                 dict(epoch=history["epoch"][-1]["epoch"], step=len(history["step"]), **val_metrics)
             )
     t1 = time.time()
-    pred, metrics = (get_method(name).score or score_set)(model, test_set, cfg, device)
+    pred, metrics = method.scored(model, test_set, cfg, device)
     return dict(
         metrics=metrics,
         val_metrics=val_metrics,
