@@ -14,24 +14,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .components import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
-from .core import seed_everything
 from .weights import FeatureBackbone
-from cad_nb.train import (
-    _loader,
-    autocast,
-    is_main_process,
-    load_checkpoint,
-    make_scaler,
-    run_signature,
-    save_checkpoint,
-)
+from .train import Plan, _loader, train_loop, wrap_ddp
 
 # %% auto #0
 __all__ = ['RELEASE_TEACHER', 'RELEASE_PARAMS', 'RELEASE_LR', 'conv3x3', 'BasicBlock', 'make_layer', 'DenoisingStudent',
            'dilated_conv_bn_relu', 'ASPP', 'SegmentationNet', 'channel_normalize', 'segmentation_input', 'DeSTSeg',
            'destseg_param_table', 'feature_distance', 'student_loss', 'focal_loss', 'mask_at', 'segmentation_loss',
            'top_k_mean', 'destseg_anomaly_map', 'dest_map', 'destseg_optimizers', 'set_phase', 'student_step',
-           'segmentation_step', 'fit_destseg']
+           'segmentation_step', 'DeSTSegPlan', 'fit_destseg']
 
 # %% ../nbs/12_destseg.ipynb #9b545a45
 def conv3x3(cin, cout, dilation=1) -> nn.Conv2d:
@@ -271,64 +262,72 @@ def set_phase(model: DeSTSeg, phase: int) -> DeSTSeg:
     return model
 
 
-def student_step(model, batch, device, amp=True) -> dict:
-    "Phase 1 losses: the student, fed the augmented image, rebuilds the teacher's features of the clean image."
+def student_step(model, batch, device, student=None) -> dict:
+    """Phase 1 losses: the student, fed the augmented image, rebuilds the teacher's features of the clean image
+    (`student`: the module to call, e.g. the student's DDP wrapper; default `model.student`)."""
     clean = batch["image"].to(device, non_blocking=True)
     augmented = batch["augmented"].to(device, non_blocking=True)
-    with autocast(device, amp):
-        targets = [channel_normalize(t) for t in model.teacher(clean)]
-        preds = [channel_normalize(s) for s in model.student(augmented)]
+    targets = [channel_normalize(t) for t in model.teacher(clean)]
+    preds = [channel_normalize(s) for s in (model.student if student is None else student)(augmented)]
     loss = student_loss(targets, preds)
     return dict(loss=loss, cosine=loss)
 
 
-def segmentation_step(model, batch, device, amp=True) -> dict:
-    "Phase 2 losses: the segmentation net on the (gradient-free) features of the augmented image vs the synthetic mask."
+def segmentation_step(model, batch, device, segmentation=None) -> dict:
+    """Phase 2 losses: the segmentation net on the (gradient-free) features of the augmented image vs the synthetic
+    mask (`segmentation`: the module to call, e.g. its DDP wrapper; default `model.segmentation`)."""
     augmented = batch["augmented"].to(device, non_blocking=True)
-    with torch.no_grad(), autocast(device, amp):
+    with torch.no_grad():
         t, s = model.features(augmented)
-    with autocast(device, amp):
-        logits = model.segmentation(segmentation_input(t, s))
+    if not all(torch.isfinite(f).all() for f in s):
+        raise FloatingPointError(
+            "DeSTSeg: the student's features are not finite: phase 1 diverged (try a smaller destseg.lr_scale)"
+        )
+    logits = (model.segmentation if segmentation is None else segmentation)(segmentation_input(t, s))
     return segmentation_loss(logits, batch["synth_mask"].to(device, non_blocking=True))
 
 # %% ../nbs/12_destseg.ipynb #fda2c6a1
-def _train_step(model, optimizer, scaler, batch, device, phase, amp) -> dict:
-    "One optimisation step of `phase` (1: student, 2: segmentation net); the float losses."
-    set_phase(model, phase)
-    losses = (student_step if phase == 1 else segmentation_step)(model, batch, device, amp)
-    if not torch.isfinite(losses["loss"]):
-        raise FloatingPointError(f"DeSTSeg phase {phase}: loss is {losses['loss'].item()}")
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(losses["loss"]).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return {k: float(v.detach()) for k, v in losses.items()}
+class DeSTSegPlan(Plan):
+    """DeSTSeg's schedule for `train_loop`: `phase1_steps` steps of the student, then `phase2_steps` of the
+    segmentation net, each phase with its own SGD; full batches only (`drop_last`, as in the release)."""
 
+    def __init__(self, model, dataset, phase1_steps, phase2_steps, batch_size, lr_scale=1.0, seed=0, workers=0):
+        if len(dataset) < batch_size:
+            raise ValueError(
+                f"DeSTSeg: {len(dataset)} training images, fewer than one batch of {batch_size} "
+                "(incomplete batches are dropped, as in the release)"
+            )
+        hparams = dict(phase1_steps=phase1_steps, phase2_steps=phase2_steps, batch_size=batch_size, n=len(dataset))
+        super().__init__(destseg_optimizers(model, lr_scale), lr_scale=lr_scale, seed=seed, **hparams)
+        self.dataset, self.phase1_steps, self.max_steps = dataset, phase1_steps, phase1_steps + phase2_steps
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+        self.parts = (None, None)
 
-def _epoch_means(records, epoch) -> dict:
-    "Mean of each loss over the steps of one epoch that report it."
-    sums, counts = {}, {}
-    for record in records:
-        for k, v in record.items():
-            if k in ("epoch", "step", "phase"):
-                continue
-            sums[k] = sums.get(k, 0.0) + v
-            counts[k] = counts.get(k, 0) + 1
-    return dict(epoch=epoch, steps=len(records), **{k: sums[k] / counts[k] for k in sums})
+    def wrap(self, model, device):
+        "DDP on the part each phase trains (the steps call it through its wrapper); the model itself for the rest."
+        self.parts = (wrap_ddp(model.student, device), wrap_ddp(model.segmentation, device))
+        return model
 
+    def phase(self, step) -> int:
+        return 1 if step < self.phase1_steps else 2
 
-def _resume(checkpoint, signature, model, optimizers, scaler):
-    "Load a matching checkpoint into model, optimizers and scaler; (history, next epoch, step) or None."
-    if checkpoint is None or not Path(checkpoint).is_file():
-        return None
-    state = load_checkpoint(checkpoint, signature=signature)
-    if state is None:
-        return None
-    model.load_state_dict(state["model"])
-    for opt, saved in zip(optimizers, state["optimizers"]):
-        opt.load_state_dict(saved)
-    scaler.load_state_dict(state["scaler"])
-    return state["history"], state["epoch"] + 1, state["step"]
+    def batches(self, epoch, step):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return _loader(self.dataset, self.batch_size, epoch, self.seed, self.workers, drop_last=True)
+
+    def step(self, net, batch, device, step) -> dict:
+        phase = self.phase(step)
+        set_phase(net, phase)
+        if phase == 1:
+            return student_step(net, batch, device, self.parts[0])
+        return segmentation_step(net, batch, device, self.parts[1])
+
+    def optimizer(self, step):
+        return self.optimizers[self.phase(step) - 1]
+
+    def record(self, epoch, step, values) -> dict:
+        return dict(epoch=epoch, step=step, phase=self.phase(step), **values)
 
 
 def fit_destseg(
@@ -342,75 +341,10 @@ def fit_destseg(
     device="cpu",
     seed=0,
     workers=0,
-    checkpoint=None,
-    resume=True,
-    amp=True,
-    progress=True,
-    stop_after=None,
-    callback=None,
     desc="DeSTSeg",
+    **loop,
 ) -> dict:
-    "Two-phase training on items with keys image, augmented, synth_mask; checkpoints each epoch; the loss history."
-    device, total = torch.device(device), phase1_steps + phase2_steps
-    if len(dataset) < batch_size:
-        raise ValueError(
-            f"{desc}: {len(dataset)} training images, fewer than one batch of {batch_size} "
-            "(incomplete batches are dropped, as in the release)"
-        )
-    model = model.to(device)
-    optimizers, scaler = destseg_optimizers(model, lr_scale), make_scaler(device, amp)
-    sig = run_signature(
-        model,
-        phase1_steps=phase1_steps,
-        phase2_steps=phase2_steps,
-        batch_size=batch_size,
-        lr_scale=lr_scale,
-        seed=seed,
-        n=len(dataset),
-    )
-    seed_everything(seed)
-    history, epoch, step = dict(step=[], epoch=[]), 0, 0
-    found = _resume(checkpoint, sig, model, optimizers, scaler) if resume else None
-    if found is not None:
-        history, epoch, step = found
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, initial=step, desc=desc, disable=not (progress and is_main_process()), leave=False)
-    for epoch in range(epoch, epoch + (stop_after or total)):
-        if step >= total:
-            break
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        records = []
-        for batch in _loader(dataset, batch_size, epoch, seed, workers):
-            if step >= total:
-                break
-            if len(batch["image"]) < batch_size:
-                continue  # drop_last, as the release
-            phase = 1 if step < phase1_steps else 2
-            values = _train_step(model, optimizers[phase - 1], scaler, batch, device, phase, amp)
-            records.append(dict(epoch=epoch, step=step, phase=phase, **values))
-            step += 1
-            bar.update(1)
-            bar.set_postfix(phase=phase, loss=f"{values['loss']:.3f}")
-        history["step"] += records
-        history["epoch"].append(_epoch_means(records, epoch))
-        stop = False
-        if callback is not None and (tracked := callback(epoch, model)) is not None:
-            stop = bool(tracked.pop("stop", False))  # early stopping
-            history.setdefault("callback", []).append(dict(epoch=epoch, step=step, **tracked))
-        if checkpoint is not None:
-            save_checkpoint(
-                checkpoint,
-                model=model.state_dict(),
-                optimizers=[o.state_dict() for o in optimizers],
-                scaler=scaler.state_dict(),
-                epoch=epoch,
-                step=step,
-                history=history,
-                signature=sig,
-            )
-        if stop:
-            break
-    bar.close()
-    return history
+    """Two-phase training (`DeSTSegPlan`) on items with keys image, augmented, synth_mask, in `train_loop`, which
+    takes the rest (checkpoint, resume, amp, progress, stop_after, callback); the loss history."""
+    plan = DeSTSegPlan(model, dataset, phase1_steps, phase2_steps, batch_size, lr_scale, seed, workers)
+    return train_loop(model, plan, device=device, seed=seed, desc=desc, **loop)

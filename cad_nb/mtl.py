@@ -21,25 +21,15 @@ from .core import seed_everything
 from .weights import FeatureBackbone, Normalize, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
-from cad_nb.train import (
-    autocast,
-    make_scaler,
-    save_checkpoint,
-    load_checkpoint,
-    run_signature,
-    setup_distributed,
-    is_main_process,
-    wrap_ddp,
-    unwrap,
-)
+from .train import Plan, autocast, setup_distributed, train_loop
 
 # %% auto #0
 __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone', 'FPNNeck', 'ClassificationHead', 'CenterNetHead',
            'SegmentationHead', 'MultiTaskModel', 'classification_loss', 'centernet_targets', 'focal_heatmap_loss',
            'detection_loss', 'segmentation_loss', 'decode_detections', 'classification_metrics', 'detection_map',
            'segmentation_metrics', 'few_shot_classes', 'RareClassAugmentation', 'task_datasets', 'infinite_loader',
-           'lr_at', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label', 'experiment_data',
-           'tasks_per_step', 'steps_for_images', 'train_profile', 'run_experiment']
+           'lr_at', 'MultiTaskPlan', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label',
+           'experiment_data', 'tasks_per_step', 'steps_for_images', 'train_profile', 'run_experiment']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
@@ -481,6 +471,119 @@ def lr_at(step, steps, lr, warmup=0.05):
     return lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - w) / max(1, steps - w)))))
 
 
+class MultiTaskPlan(Plan):
+    """The multi-task schedule for `train_loop`: each step draws its tasks (the scheduler's pick, or all), one batch
+    per task from its endless stream, one forward, the weighting's loss; then the weighting learns from the step.
+    The streams have no passes: an epoch is `checkpoint_every` steps (the whole run when 0)."""
+
+    def __init__(
+        self,
+        model,
+        train_sets,
+        val_sets,
+        weighter,
+        scheduler=None,
+        tasks=TASKS,
+        *,
+        steps,
+        batch_size,
+        lr,
+        update_interval=1,
+        seed=0,
+        workers=0,
+        checkpoint_every=0,
+        world=1,
+        device="cpu",
+        amp=True,
+    ):
+        params = list(model.parameters()) + (list(weighter.parameters()) if isinstance(weighter, nn.Module) else [])
+        hparams = dict(batch_size=batch_size, lr=lr, seed=seed, tasks=tuple(tasks), world=world)
+        policy = getattr(scheduler, "policy", None)
+        hparams.update(weighting=type(weighter).__name__, scheduler=policy, interval=update_interval)
+        super().__init__([torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)], **hparams)
+        self.model, self.train_sets, self.val_sets = model, train_sets, val_sets
+        self.weighter, self.scheduler, self.ids = weighter, scheduler, [TASKS.index(t) for t in tasks]
+        self.max_steps, self.batch_size, self.lr, self.interval = steps, batch_size, lr, update_interval
+        self.seed, self.workers, self.every, self.world = seed, workers, checkpoint_every, world
+        self.device, self.amp, self.iters = device, amp, None
+
+    def _open_streams(self, start):
+        "The task streams, seeded by the step they start at (so a resumed run draws fresh batches)."
+        seed, distributed = self.seed, self.world > 1
+        self.iters = {
+            t: infinite_loader(self.train_sets[t], self.batch_size, seed + 17 * k + start, self.workers, distributed)
+            for k, t in enumerate(TASKS)
+            if k in self.ids
+        }
+        self.val_iters = None
+        if self.weighter.signal == "val":
+            self.val_iters = {
+                t: infinite_loader(self.val_sets[t], self.batch_size, seed + 1000 + k) for k, t in enumerate(TASKS)
+            }
+        self.rng, self.running = np.random.default_rng([seed, start]), {i: [] for i in self.ids}
+
+    def _draw(self) -> list[int]:
+        "The task indices of the next step: the scheduler's pick among the trained tasks, else every trained task."
+        if self.scheduler is None:
+            return self.ids
+        picked = [TASKS.index(t) for t in np.array(TASKS)[self.scheduler.sample(self.rng, self.weighter.weights)]]
+        return [i for i in picked if i in self.ids] or self.ids[:1]
+
+    def batches(self, epoch, step):
+        if self.iters is None:
+            self._open_streams(step)
+        end = min(self.max_steps, step + self.every) if self.every else self.max_steps
+        for _ in range(step, end):
+            w = self.weighter.weights
+            self.probs = self.scheduler.probabilities(w) if self.scheduler is not None else None
+            self.present, self.started = self._draw(), time.perf_counter()
+            yield {TASKS[i]: next(self.iters[TASKS[i]]) for i in self.present}
+
+    def step(self, net, batches, device, step) -> dict:
+        for g in self.optimizers[0].param_groups:
+            g["lr"] = lr_at(step, self.max_steps, self.lr)
+        out = net({t: b["image"].to(device, non_blocking=True) for t, b in batches.items()})  # one forward (DDP-safe)
+        losses = {TASKS.index(t): TASK_LOSSES[t](out[t], b) for t, b in batches.items()}
+        return dict(loss=self.weighter.loss(losses), **{f"loss_{TASKS[i]}": v for i, v in losses.items()})
+
+    def _learn(self, step) -> dict:
+        "Every `update_interval` steps the weighting sees validation losses (CoBa) or the mean training losses (DWA)."
+        if (step + 1) % self.interval:
+            return {}
+        if self.weighter.signal == "val":
+            val = _task_val_losses(self.model, self.val_iters, self.device, self.amp)
+            self.weighter.update(val)
+            return {f"val_{t}": v for t, v in zip(TASKS, val)}
+        if self.weighter.signal == "train" and all(self.running[i] for i in self.ids):
+            means = [np.mean(self.running[i]) if i in self.ids and self.running[i] else 1.0 for i in range(len(TASKS))]
+            self.weighter.update(means)
+            self.running = {i: [] for i in self.ids}
+        return {}
+
+    def record(self, epoch, step, values) -> dict:
+        losses = {k: v for k, v in values.items() if k.startswith("loss_")}
+        for i in self.present:
+            self.running[i].append(losses[f"loss_{TASKS[i]}"])
+        tasks = [TASKS[i] for i in self.present]
+        row = dict(step=step + 1, tasks=tasks, total=values["loss"], **losses)
+        row.update(step_time=time.perf_counter() - self.started, **self._learn(step))
+        row.update({f"w_{t}": float(w) for t, w in zip(TASKS, self.weighter.weights)})
+        if self.probs is not None:
+            row.update({f"p_{t}": float(p) for t, p in zip(TASKS, self.probs)})
+        return row
+
+    def end_epoch(self, epoch) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return dict(weighting=self.weighter.state_dict(), scheduler_step=getattr(self.scheduler, "step", 0))
+
+    def load_state_dict(self, state):
+        self.weighter.load_state_dict(state["weighting"])
+        if self.scheduler is not None:
+            self.scheduler.step = state["scheduler_step"]
+
+
 def train_multitask(
     model,
     train_sets,
@@ -501,125 +604,18 @@ def train_multitask(
     checkpoint_every=0,
     progress=True,
 ) -> dict:
-    "Train `model` on the task streams; return the history (per step: tasks, losses, weights, probabilities)."
-    from tqdm.auto import tqdm
-
-    rank, world, _ = setup_distributed()
-    device = torch.device(device)
-    model = model.to(device)
-    ids = [TASKS.index(t) for t in tasks]
+    """Train `model` on the task streams (`MultiTaskPlan`) in `train_loop`; dict(history: one row per step with its
+    tasks, losses, weights and probabilities; weighting)."""
+    _, world, _ = setup_distributed()
     weighter = make_weighting(weighting, len(TASKS), **(coba_kwargs or {})) if isinstance(weighting, str) else weighting
     if isinstance(weighter, nn.Module):
         weighter.to(device)
-    net = wrap_ddp(model, device)
-    params = list(model.parameters()) + (list(weighter.parameters()) if isinstance(weighter, nn.Module) else [])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-    scaler = make_scaler(device, amp)
-    history, start = [], 0
-    sig = run_signature(
-        model,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        tasks=tuple(tasks),
-        world=world,
-        weighting=type(weighter).__name__,
-        scheduler=getattr(scheduler, "policy", None),
-        interval=update_interval,
-    )
-    st = (
-        load_checkpoint(checkpoint, map_location=device, signature=sig)
-        if checkpoint is not None and Path(checkpoint).is_file()
-        else None
-    )
-    if st is not None:
-        model.load_state_dict(st["model"])
-        opt.load_state_dict(st["optimizer"])
-        scaler.load_state_dict(st["scaler"])
-        weighter.load_state_dict(st["weighting"])
-        history, start = st["history"], st["step"]
-        if scheduler is not None:
-            scheduler.step = st["scheduler_step"]
-    iters = {
-        t: infinite_loader(train_sets[t], batch_size, seed + 17 * k + start, workers, world > 1)
-        for k, t in enumerate(TASKS)
-        if TASKS.index(t) in ids
-    }
-    val_iters = (
-        {t: infinite_loader(val_sets[t], batch_size, seed + 1000 + k) for k, t in enumerate(TASKS)}
-        if weighter.signal == "val"
-        else None
-    )
-    rng = np.random.default_rng([seed, start])
-    running = {i: [] for i in ids}
-    bar = tqdm(
-        range(start, steps),
-        disable=not (progress and is_main_process()),
-        desc=f"{weighting if isinstance(weighting, str) else type(weighting).__name__}",
-    )
-    for step in bar:
-        probs = scheduler.probabilities(weighter.weights) if scheduler is not None else None
-        present = (
-            [TASKS.index(t) for t in np.array(TASKS)[scheduler.sample(rng, weighter.weights)]]
-            if scheduler is not None
-            else ids
-        )
-        present = [i for i in present if i in ids] or ids[:1]
-        t0 = time.perf_counter()
-        losses = {}
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, lr)
-        with autocast(device, amp):
-            batches = {TASKS[i]: next(iters[TASKS[i]]) for i in present}
-            o = net({t: b["image"].to(device, non_blocking=True) for t, b in batches.items()})  # one forward (DDP-safe)
-            losses = {TASKS.index(t): TASK_LOSSES[t](o[t], b) for t, b in batches.items()}
-            total = weighter.loss(losses)
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"non-finite loss at step {step}: { {TASKS[i]: float(v) for i, v in losses.items()} }"
-            )
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.step(opt)
-        scaler.update()
-        for i, v in losses.items():
-            running[i].append(float(v.detach()))
-        rec = dict(
-            step=step + 1,
-            tasks=[TASKS[i] for i in present],
-            total=float(total.detach()),
-            **{f"loss_{TASKS[i]}": float(v.detach()) for i, v in losses.items()},
-            step_time=time.perf_counter() - t0,
-        )
-        if (step + 1) % update_interval == 0 and weighter.signal == "val":
-            val = _task_val_losses(model, val_iters, device, amp)
-            weighter.update(val)
-            rec.update({f"val_{t}": v for t, v in zip(TASKS, val)})
-        elif (step + 1) % update_interval == 0 and weighter.signal == "train" and all(running[i] for i in ids):
-            weighter.update([np.mean(running[i]) if i in ids and running[i] else 1.0 for i in range(len(TASKS))])
-            running = {i: [] for i in ids}
-        rec.update({f"w_{t}": float(w) for t, w in zip(TASKS, weighter.weights)})
-        if probs is not None:
-            rec.update({f"p_{t}": float(p) for t, p in zip(TASKS, probs)})
-        history.append(rec)
-        bar.set_postfix(loss=f"{rec['total']:.3f}")
-        if (
-            checkpoint is not None
-            and is_main_process()
-            and ((checkpoint_every and (step + 1) % checkpoint_every == 0) or step + 1 == steps)
-        ):
-            save_checkpoint(
-                checkpoint,
-                model=unwrap(net).state_dict(),
-                optimizer=opt.state_dict(),
-                scaler=scaler.state_dict(),
-                weighting=weighter.state_dict(),
-                history=history,
-                step=step + 1,
-                scheduler_step=scheduler.step if scheduler is not None else 0,
-                signature=sig,
-            )
-    return dict(history=history, weighting=weighter)
+    schedule = dict(steps=steps, batch_size=batch_size, lr=lr, update_interval=update_interval, seed=seed)
+    more = dict(workers=workers, checkpoint_every=checkpoint_every, world=world, device=device, amp=amp)
+    plan = MultiTaskPlan(model, train_sets, val_sets, weighter, scheduler, tasks, **schedule, **more)
+    label = weighting if isinstance(weighting, str) else type(weighting).__name__
+    loop = dict(device=device, seed=seed, checkpoint=checkpoint, amp=amp, progress=progress, desc=label)
+    return dict(history=train_loop(model, plan, **loop)["step"], weighting=weighter)
 
 # %% ../nbs/11_mtl.ipynb #5fee18bd
 @torch.no_grad()

@@ -13,10 +13,13 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .core import seed_everything
+
 # %% auto #0
-__all__ = ['amp_dtype', 'autocast', 'make_scaler', 'rng_states', 'set_rng_states', 'save_checkpoint', 'load_checkpoint',
-           'setup_distributed', 'is_distributed', 'is_main_process', 'wrap_ddp', 'unwrap', 'cleanup_distributed',
-           'lr_milestones', 'make_optimizer', 'run_signature', 'fit', 'predict']
+__all__ = ['CHECKPOINT_FORMAT', 'amp_dtype', 'autocast', 'make_scaler', 'rng_states', 'set_rng_states', 'save_checkpoint',
+           'load_checkpoint', 'setup_distributed', 'is_distributed', 'is_main_process', 'wrap_ddp', 'unwrap',
+           'cleanup_distributed', 'lr_milestones', 'make_optimizer', 'run_signature', 'Plan', 'train_loop', 'EpochPlan',
+           'fit', 'predict']
 
 # %% ../nbs/08_train.ipynb #f5260e82
 def amp_dtype(device) -> torch.dtype | None:
@@ -149,7 +152,7 @@ def make_optimizer(model, lr=5e-4, betas=(0.5, 0.999), weight_decay=0.0, epochs=
     return opt, torch.optim.lr_scheduler.MultiStepLR(opt, lr_milestones(epochs), gamma)
 
 # %% ../nbs/08_train.ipynb #039a3d7d
-def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True):
+def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True, drop_last=False):
     "DataLoader for one epoch: seeded shuffling (or a DistributedSampler when distributed)."
     from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
@@ -165,6 +168,7 @@ def _loader(dataset, batch_size, epoch, seed, workers, shuffle=True):
         sampler=sampler,
         num_workers=workers,
         generator=g,
+        drop_last=drop_last,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
@@ -177,16 +181,224 @@ def run_signature(model, **hparams) -> str:
     return f"{type(unwrap(model)).__name__}:{shapes}:" + ",".join(f"{k}={v}" for k, v in sorted(hparams.items()))
 
 
-def _resume(checkpoint, signature, model, opt, sched, scaler) -> tuple[dict, int]:
-    "(history, first epoch) of `checkpoint` when it holds this run (`signature`), states restored; else a fresh start."
-    state = load_checkpoint(checkpoint, signature=signature) if checkpoint and Path(checkpoint).is_file() else None
+class Plan:
+    """What `train_loop` asks of one method's training: the batches of an epoch, the step that turns a batch into
+    losses, the optimiser that step updates, the budget, and what a checkpoint keeps besides the model.
+    A method's plan overrides what differs from these defaults."""
+
+    max_steps: int | None = None  # a budget of optimisation steps (None: `epochs` ends the run)
+    epochs: int | None = None  # a budget of epochs (None: `max_steps` ends the run)
+
+    def __init__(self, optimizers, schedulers=(), **hparams):
+        self.optimizers, self.schedulers, self.hparams = list(optimizers), list(schedulers), hparams
+
+    def wrap(self, model, device):
+        "The module the steps call: `model` in DistributedDataParallel when distributed."
+        return wrap_ddp(model, device)
+
+    def batches(self, epoch, step):
+        "The batches of epoch `epoch`, which starts at optimisation step `step`."
+        raise NotImplementedError
+
+    def step(self, net, batch, device, step) -> dict:
+        "The losses of one batch (the loop runs this under autocast); the loop minimises 'loss'."
+        raise NotImplementedError
+
+    def optimizer(self, step):
+        "The optimiser that step `step` updates."
+        return self.optimizers[0]
+
+    def record(self, epoch, step, values) -> dict:
+        "The history row of one step, given its float losses (after the optimiser step)."
+        return dict(epoch=epoch, step=step, **values)
+
+    def end_epoch(self, epoch) -> dict:
+        "Step the per-epoch learning-rate schedules; fields added to the epoch's history row."
+        for s in self.schedulers:
+            s.step()
+        return dict(lr=self.optimizers[0].param_groups[0]["lr"]) if self.schedulers else {}
+
+    def finished(self, epoch, step) -> bool:
+        "True once the budget is spent: `epochs` epochs or `max_steps` steps."
+        return (self.epochs is not None and epoch >= self.epochs) or (
+            self.max_steps is not None and step >= self.max_steps
+        )
+
+    def total_steps(self) -> int | None:
+        "The optimisation steps of the whole run, for the progress bar (None: unknown)."
+        return self.max_steps
+
+    def state_dict(self) -> dict:
+        "What else a checkpoint must keep to resume exactly (e.g. a loss weighting's state)."
+        return {}
+
+    def load_state_dict(self, state: dict):
+        "Restore what `state_dict` returned."
+
+# %% ../nbs/08_train.ipynb #8b92e647
+CHECKPOINT_FORMAT = 2  # part of every run's signature: a checkpoint of an older loop is not resumed from
+
+
+def _resume(checkpoint, signature, plan, model, scaler, device) -> tuple[dict, int, int]:
+    """(history, epoch, step) to go on from: those of `checkpoint` when it holds this run (`signature`), with every
+    state restored; a fresh start otherwise."""
+    fresh = dict(epoch=[], step=[]), 0, 0
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return fresh
+    state = load_checkpoint(checkpoint, map_location=device, signature=signature)
     if state is None:
-        return dict(epoch=[], step=[]), 0
+        return fresh
     unwrap(model).load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
+    for part, saved in [*zip(plan.optimizers, state["optimizers"]), *zip(plan.schedulers, state["schedulers"])]:
+        part.load_state_dict(saved)
     scaler.load_state_dict(state["scaler"])
-    return state["history"], state["epoch"] + 1
+    plan.load_state_dict(state["plan"])
+    return state["history"], state["epoch"] + 1, state["step"]
+
+
+def _save(checkpoint, signature, plan, model, scaler, epoch, step, history):
+    "Checkpoint everything `_resume` restores (rank 0 only)."
+    save_checkpoint(
+        checkpoint,
+        model=unwrap(model).state_dict(),
+        optimizers=[o.state_dict() for o in plan.optimizers],
+        schedulers=[s.state_dict() for s in plan.schedulers],
+        scaler=scaler.state_dict(),
+        plan=plan.state_dict(),
+        epoch=epoch,
+        step=step,
+        history=history,
+        signature=signature,
+    )
+
+
+def _check_finite(values, desc, epoch, step):
+    "A FloatingPointError naming the epoch, the step and every loss term when the loss is not finite."
+    if not np.isfinite(values["loss"]):
+        terms = ", ".join(f"{k} {v:.4g}" for k, v in values.items() if k != "loss")
+        raise FloatingPointError(f"{desc}: loss is {values['loss']} at epoch {epoch}, step {step} ({terms})")
+
+
+def _optimise(loss, optimizer, scaler):
+    "One optimiser step on `loss` through the (fp16-only) gradient scaler."
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
+def _epoch_means(rows, epoch) -> dict:
+    "The epoch's history row: its step count and the mean of each loss over the steps that report it."
+    sums, counts = {}, {}
+    for row in rows:
+        for k, v in row.items():
+            if k in ("epoch", "step", "phase") or not isinstance(v, float):
+                continue
+            sums[k] = sums.get(k, 0.0) + v
+            counts[k] = counts.get(k, 0) + 1
+    return dict(epoch=epoch, steps=len(rows), **{k: sums[k] / counts[k] for k in sums})
+
+
+def _run_epoch(net, plan, scaler, device, amp, epoch, step, bar, desc) -> list[dict]:
+    "One epoch of `plan` from step `step`: each batch's losses under autocast and one optimiser step; its rows."
+    rows = []
+    for batch in plan.batches(epoch, step):
+        if plan.max_steps is not None and step >= plan.max_steps:
+            break
+        with autocast(device, amp):
+            losses = plan.step(net, batch, device, step)
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        _check_finite(values, desc, epoch, step)
+        _optimise(losses["loss"], plan.optimizer(step), scaler)
+        rows.append(plan.record(epoch, step, values))
+        step += 1
+        bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{values['loss']:.3f}")
+    return rows
+
+
+def _call_back(callback, epoch, model, history) -> bool:
+    "Run `callback` after an epoch (rank 0), keep what it returns in history['callback']; True when it says stop."
+    if callback is None or not is_main_process() or (found := callback(epoch, unwrap(model))) is None:
+        return False
+    stop = bool(found.pop("stop", False))  # early stopping (one process)
+    history.setdefault("callback", []).append(dict(epoch=epoch, step=len(history["step"]), **found))
+    return stop
+
+
+def train_loop(
+    model,
+    plan: Plan,
+    *,
+    device="cpu",
+    seed=0,
+    checkpoint=None,
+    resume=True,
+    amp=True,
+    progress=True,
+    stop_after=None,
+    callback=None,
+    desc="train",
+) -> dict:
+    """The one training loop: `plan`'s epochs of steps under autocast, a checkpoint after each epoch and an exact
+    resume from it, DDP when distributed; the history (a row per step and per epoch, the callback's rows)."""
+    from tqdm.auto import tqdm
+
+    if plan.epochs is None and plan.max_steps is None:
+        raise ValueError(f"{desc}: the plan has no budget (set its epochs or max_steps)")
+    device = torch.device(device)
+    model.to(device)  # in place: the plan's optimisers keep their parameters
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    scaler = make_scaler(device, amp)
+    signature = run_signature(model, checkpoint_format=CHECKPOINT_FORMAT, **plan.hparams)
+    seed_everything(seed)
+    history, epoch, step = _resume(checkpoint if resume else None, signature, plan, model, scaler, device)
+    net = plan.wrap(model, device)
+    show = progress and is_main_process()
+    bar = tqdm(total=plan.total_steps(), initial=step, desc=desc, disable=not show, leave=False)
+    ran = 0
+    while not plan.finished(epoch, step) and (stop_after is None or ran < stop_after):
+        net.train()
+        rows = _run_epoch(net, plan, scaler, device, amp, epoch, step, bar, desc)
+        step += len(rows)
+        history["step"] += rows
+        history["epoch"].append(dict(_epoch_means(rows, epoch), **plan.end_epoch(epoch)))
+        stop = _call_back(callback, epoch, model, history)
+        if checkpoint is not None and is_main_process():
+            _save(checkpoint, signature, plan, model, scaler, epoch, step, history)
+        if is_distributed():
+            dist.barrier()
+        epoch, ran = epoch + 1, ran + 1
+        if stop:
+            break
+    bar.close()
+    return history
+
+# %% ../nbs/08_train.ipynb #a7bac246
+class EpochPlan(Plan):
+    """Epochs over one dataset with one step function, Adam and its lr steps (`make_optimizer`): CFRG, RD and any
+    method trained the same way."""
+
+    def __init__(self, model, step, dataset, epochs, batch_size, seed=0, workers=0, **optimizer):
+        if len(dataset) == 0:
+            raise ValueError("the training set is empty")
+        opt, sched = make_optimizer(model, epochs=epochs, **optimizer)
+        hparams = dict(epochs=epochs, batch_size=batch_size, seed=seed, n=len(dataset), **optimizer)
+        super().__init__([opt], [sched], **hparams)
+        self.step_fn, self.dataset, self.epochs = step, dataset, epochs
+        self.batch_size, self.seed, self.workers = batch_size, seed, workers
+
+    def batches(self, epoch, step):
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        return _loader(self.dataset, self.batch_size, epoch, self.seed, self.workers)
+
+    def step(self, net, batch, device, step) -> dict:
+        return self.step_fn(net, batch, device)
+
+    def total_steps(self) -> int:
+        return self.epochs * len(_loader(self.dataset, self.batch_size, 0, self.seed, 0))
 
 
 def fit(
@@ -203,88 +415,14 @@ def fit(
     device="cpu",
     seed=0,
     workers=0,
-    checkpoint=None,
-    resume=True,
-    amp=True,
-    progress=True,
-    stop_after=None,
     desc="train",
-    callback=None,
+    **loop,
 ) -> dict:
-    "Train `model` with `step` on `dataset`; checkpoint each epoch, resume from `checkpoint`; return the loss history."
-    device = torch.device(device)
-    if len(dataset) == 0:
-        raise ValueError("the training set is empty")
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    opt, sched = make_optimizer(model, lr, betas, weight_decay, epochs, gamma)
-    scaler = make_scaler(device, amp)
-    sig = run_signature(
-        model,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        betas=tuple(betas),
-        wd=weight_decay,
-        seed=seed,
-        n=len(dataset),
-    )
-    from cad_nb.core import seed_everything
-
-    seed_everything(seed)
-    history, start = _resume(checkpoint if resume else None, sig, model, opt, sched, scaler)
-    net = wrap_ddp(model, device)
-    from tqdm.auto import tqdm
-
-    for epoch in range(start, epochs if stop_after is None else min(epochs, start + stop_after)):
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        net.train()
-        sums, n = {}, 0
-        bar = tqdm(
-            _loader(dataset, batch_size, epoch, seed, workers),
-            desc=f"{desc} {epoch + 1}/{epochs}",
-            disable=not (progress and is_main_process()),
-            leave=False,
-        )
-        for batch in bar:
-            with autocast(device, amp):
-                losses = step(net, batch, device)
-            if not torch.isfinite(losses["loss"]):
-                raise FloatingPointError(f"{desc}: loss is {losses['loss'].item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            scaler.step(opt)
-            scaler.update()
-            values = {k: float(v.detach()) for k, v in losses.items()}
-            history["step"].append(dict(epoch=epoch, **values))
-            n += 1
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-        sched.step()
-        history["epoch"].append(dict(epoch=epoch, lr=opt.param_groups[0]["lr"], **{k: v / n for k, v in sums.items()}))
-        stop = False
-        if callback is not None and is_main_process() and (found := callback(epoch, unwrap(model))) is not None:
-            stop = bool(found.pop("stop", False))  # early stopping (one process)
-            history.setdefault("callback", []).append(dict(epoch=epoch, step=len(history["step"]), **found))
-        if checkpoint is not None and is_main_process():
-            save_checkpoint(
-                checkpoint,
-                model=unwrap(model).state_dict(),
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                scaler=scaler.state_dict(),
-                epoch=epoch,
-                history=history,
-                signature=sig,
-            )
-        if is_distributed():
-            dist.barrier()
-        if stop:
-            break
-    return history
+    """Train `model` with `step` on `dataset` for `epochs` (`EpochPlan`) in `train_loop`, which takes the rest
+    (checkpoint, resume, amp, progress, stop_after, callback); the loss history."""
+    optimizer = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, gamma=gamma)
+    plan = EpochPlan(model, step, dataset, epochs, batch_size, seed, workers, **optimizer)
+    return train_loop(model, plan, device=device, seed=seed, desc=desc, **loop)
 
 # %% ../nbs/08_train.ipynb #75f32469
 @torch.no_grad()

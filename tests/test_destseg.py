@@ -109,3 +109,43 @@ def test_a_tiny_run_on_the_smoke_benchmark_learns(lite0, smoke_benchmark):
     assert sum(seg[-3:]) < sum(seg[:3])
     pred = predict(model, test, batch_size=4)
     assert pred["maps"].shape == (len(test), 64, 64) and pred["scores"].shape == (len(test),)
+
+
+# ---- data-parallel training: two gloo processes on the CPU -------------------------------------------------
+
+def _ddp_worker(rank, world, port, out_dir):
+    import os
+    from pathlib import Path
+    from cad_nb.train import cleanup_distributed, setup_distributed
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    setup_distributed()
+    torch.manual_seed(0)
+    model = DeSTSeg(Teacher("tf_efficientnet_lite0"))
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    fit_destseg(model, toy_dataset(n=8), phase1_steps=2, phase2_steps=2, batch_size=2, lr_scale=0.01, progress=False)
+    after = {k: v.detach().clone() for k, v in model.named_parameters()}
+    torch.save(dict(before=before, after=after), Path(out_dir) / f"rank{rank}.pt")
+    cleanup_distributed()
+
+
+def test_ddp_two_gloo_processes_train_the_same_destseg(tmp_path):
+    "Each rank trains on its half of the data; DDP on the part each phase trains keeps the ranks' weights equal."
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{i}.pt") for i in range(2))
+    for prefix in ("student.", "segmentation."):
+        names = [k for k in r0["after"] if k.startswith(prefix)]
+        assert any(not torch.equal(r0["before"][k], r0["after"][k]) for k in names), prefix  # it trained
+        assert [k for k in names if not torch.equal(r0["after"][k], r1["after"][k])] == [], prefix  # the ranks agree
+
+
+def test_a_diverged_student_is_named(lite0):
+    "The release's student lr on 8 toy images at batch 2 diverges in phase 1: phase 2 says so, not a BCE error."
+    with pytest.raises(FloatingPointError, match="phase 1 diverged"):
+        fit_destseg(tiny_model(lite0), toy_dataset(n=8), phase1_steps=2, phase2_steps=1, batch_size=2, progress=False)

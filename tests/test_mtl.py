@@ -125,7 +125,7 @@ m = MultiTaskModel("convnext_atto", 7, pretrained=False, image_size=32, dim=16)
 r = train_multitask(m, task_datasets(tr, 32), task_datasets(va, 32), "coba", TaskScheduler(3, "adaptive"), steps=2, batch_size=2,
                     coba_kwargs=dict(warmup_steps=1), progress=False)
 p = sum(float(q.detach().double().sum()) for q in m.parameters())
-print("RESULT", torch.distributed.get_rank(), [h["tasks"] for h in r["history"]], round(p, 6))
+sys.stdout.write(f"RESULT {torch.distributed.get_rank()} {[h['tasks'] for h in r['history']]} {round(p, 6)}\\n")  # one write: ranks print at once
 cleanup_distributed()
 '''
 

@@ -329,7 +329,7 @@ def destseg_job(phase: int, sizes: Sizes, cache: Path) -> Job:
     build = lambda: DeSTSeg(pretrained=False, **params)
     optimizer = lambda m: destseg_optimizers(m)[phase - 1]
     phase_step = student_step if phase == 1 else segmentation_step
-    step = lambda m, b, d: phase_step(set_phase(m, phase), b, d, amp=False)     # precision: the outer autocast
+    step = lambda m, b, d: phase_step(set_phase(m, phase), b, d)                # precision: the outer autocast
     what = "phase 1 (student)" if phase == 1 else "phase 2 (segmentation)"
     return Job("DeSTSeg", what, build, optimizer, step, lambda n: synthesis_batches(cache, sizes, n), sizes.batch,
                channels_last=False, params=dict(params, phase=phase))
