@@ -6,20 +6,16 @@ images. The same commands run under `torchrun` for data-parallel training."""
 
 # %% ../nbs/09_cli.ipynb #1e82607a
 from __future__ import annotations
-import argparse, csv, glob, hashlib, json, os, sys
-from datetime import datetime, timezone
+import argparse, csv, glob, json, os, sys
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
 from cad_nb.runner import (
-    REGISTRY,
-    build_method,
     category_datasets,
     check_profile,
     get_method,
@@ -30,7 +26,7 @@ from cad_nb.runner import (
 )
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import get_device, seed_everything
-from .settings import SECTIONS, Profile, SettingsError, describe, load_profile
+from .settings import Profile, SettingsError, describe, load_profile
 from cad_nb.data import (
     IMAGE_SUFFIXES,
     CocoMultiTaskDataset,
@@ -42,13 +38,27 @@ from cad_nb.data import (
     resize_image,
 )
 from .reproduce import add_reproduce_command
+from cad_nb.runs import (
+    CHECKPOINT,
+    METRICS,
+    RunError,
+    build_model,
+    finish_run,
+    is_multitask,
+    load_model,
+    load_run,
+    run_profile,
+    run_record,
+    start_run,
+    utc_timestamp,
+    write_json,
+)
+from .viz import heat_overlay, heat_range
 from . import public
 from cad_nb.train import (
     autocast,
     cleanup_distributed,
-    is_distributed,
     is_main_process,
-    load_checkpoint,
     run_signature,
     save_checkpoint,
     setup_distributed,
@@ -56,13 +66,10 @@ from cad_nb.train import (
 )
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg',
-           'is_multitask', 'write_json', 'read_json', 'run_record', 'run_identity', 'identity_changes', 'start_run',
-           'parameter_digest', 'finish_run', 'load_run', 'run_profile', 'load_weights', 'build_model', 'load_model',
-           'train_anomaly', 'train_multitask_run', 'check_before_training', 'cmd_train', 'f1_threshold',
-           'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images',
-           'heat_overlay', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict',
-           'cmd_data', 'add_data_command', 'make_parser', 'main']
+__all__ = ['CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'train_anomaly', 'train_multitask_run', 'check_before_training',
+           'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown',
+           'cmd_test', 'collect_images', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous',
+           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(Exception):
@@ -100,187 +107,6 @@ def method_arg(text: str) -> str:
         return get_method(text).name
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def is_multitask(method: str) -> bool:
-    "True for a method of the multi-task kind (a COCO folder, not a category)."
-    return get_method(method).kind == "multitask"
-
-# %% ../nbs/09_cli.ipynb #9f934810
-RUN_FORMAT = 1
-RUN_FILE, CHECKPOINT, METRICS = "run.json", "checkpoint.pt", "metrics.json"
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path, obj) -> Path:
-    "Write `obj` as indented JSON (NaN as null) to `path`, atomically (readers never see half a file)."
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_no_nan(obj), indent=2, default=str))
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path) -> dict:
-    "A JSON file of a run folder; a failure naming the file when it cannot be read."
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CliError(f"{path} is not readable JSON ({e})", 1) from None
-
-
-def _no_nan(obj):
-    "`obj` with float NaNs replaced by None, so the JSON is standard."
-    if isinstance(obj, dict):
-        return {k: _no_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_no_nan(v) for v in obj]
-    return None if isinstance(obj, float) and obj != obj else obj
-
-
-def run_record(method, cfg, data_root, category, weights, image_size, **extra) -> dict:
-    "What a run folder says about its run: method, data, profile, resolved settings, weights' provenance, versions."
-    return dict(
-        format=RUN_FORMAT,
-        cad_nb=__version__,
-        torch=torch.__version__,
-        method=method,
-        category=category,
-        data_root=str(Path(data_root).resolve()),
-        profile=cfg.name,
-        settings=dict(cfg.values),
-        image_size=image_size,
-        weights=weights,
-        **extra,
-    )
-
-
-def run_identity(record) -> dict:
-    "What must match for a rerun to resume a run: version, method, data, and the settings its method depends on."
-    names = get_method(record["method"]).identity()
-    settings = {k: v for k, v in record["settings"].items() if k in names or k.split(".")[0] in names}
-    keys = ("format", "cad_nb", "method", "category", "data_root", "mtl")
-    flat = dict(settings, **{k: record.get(k) for k in keys})
-    return json.loads(json.dumps(flat, default=str))
-
-
-def identity_changes(old: dict, new: dict) -> list[str]:
-    "'key: old there, new here' for each part of two run identities that differs."
-    return [
-        f"{k}: {old.get(k)!r} there, {new.get(k)!r} here"
-        for k in sorted(set(old) | set(new))
-        if old.get(k) != new.get(k)
-    ]
-
-
-def start_run(run_dir, record):
-    "Check that `run_dir` is new or holds this same run (training then resumes); record the start (rank 0)."
-    path = Path(run_dir) / RUN_FILE
-    if path.is_file():
-        old = read_json(path)
-        if str(old.get("method")).lower() != record["method"].lower():
-            differ = [f"method: {old.get('method')!r} there, {record['method']!r} here"]
-        else:
-            differ = identity_changes(run_identity(old), run_identity(record))
-        if differ:
-            raise CliError(
-                f"--out {run_dir} holds another run ({'; '.join(differ)}): choose another --out, or delete the folder",
-                2,
-            )
-    if is_distributed():
-        dist.barrier()  # every rank has read before rank 0 writes
-    if is_main_process():
-        Path(run_dir).mkdir(parents=True, exist_ok=True)
-        write_json(path, dict(record, status="training", started=_now()))
-
-# %% ../nbs/09_cli.ipynb #35d6a09e
-def parameter_digest(model) -> str:
-    "A SHA-256 prefix of the model's parameters (names and values): equal digests, equal parameters."
-    h = hashlib.sha256()
-    for name, p in unwrap(model).named_parameters():
-        h.update(name.encode())
-        h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
-def finish_run(run_dir, model, record, history_rows) -> dict:
-    "Gather every rank's parameter digest; rank 0 writes the final run record and the loss history."
-    digests = [parameter_digest(model)]
-    if is_distributed():
-        digests = [None] * dist.get_world_size()
-        dist.all_gather_object(digests, parameter_digest(model))
-    record = dict(record, world_size=len(digests), parameter_digests=digests, finished=_now())
-    if is_main_process():
-        write_json(Path(run_dir) / RUN_FILE, record)
-        if history_rows:
-            import pandas as pd
-
-            pd.DataFrame(history_rows).to_csv(Path(run_dir) / "history.csv", index=False)
-    return record
-
-# %% ../nbs/09_cli.ipynb #ada89add
-def load_run(run_dir) -> dict:
-    "The record of a run folder, checked: written by `cad-nb train` of this cad_nb version, with its checkpoint."
-    run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).is_file():
-        raise CliError(f"--run {run_dir}: no {RUN_FILE} there (not a run folder of `cad-nb train`)", 2)
-    record = read_json(run_dir / RUN_FILE)
-    if not (run_dir / CHECKPOINT).is_file():
-        raise CliError(f"--run {run_dir}: no {CHECKPOINT} there (training has not finished an epoch yet)", 2)
-    if (record.get("format"), record.get("cad_nb")) != (RUN_FORMAT, __version__):
-        raise CliError(
-            f"{run_dir / CHECKPOINT} was written by cad_nb {record.get('cad_nb')} (run format "
-            f"{record.get('format')}); this is cad_nb {__version__}: train it again",
-            1,
-        )
-    if str(record.get("method")).lower() not in REGISTRY:
-        known = ", ".join(method_names())
-        raise CliError(f"{run_dir / RUN_FILE}: unknown method {record.get('method')!r}; registered: {known}", 1)
-    return record
-
-
-def run_profile(record) -> Profile:
-    "The resolved settings of a run, with pretrained weights off (the checkpoint holds every weight)."
-    defaults = Profile(record["profile"], Path.cwd(), {s: cls() for s, cls in SECTIONS.items()})
-    saved = {k: ("" if v is None else v) for k, v in record["settings"].items() if k.split(".")[0] in SECTIONS}
-    off = {"teacher.pretrained": False, "teacher.weights": "", "mtl.pretrained": False}
-    return defaults.updated({**saved, **off}, f"{RUN_FILE} of the run")
-
-
-def load_weights(model, state: dict):
-    "Load `state` into `model`, first giving the buffers still empty (fitted statistics) their saved shape."
-    for name, buf in list(model.named_buffers()):
-        if buf.numel() == 0 and name in state:
-            owner, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(owner), attr, torch.empty_like(state[name]))
-    model.load_state_dict(state)
-    return model
-
-
-def build_model(record, cfg):
-    "A fresh model of the run's method, sized by `cfg`."
-    if not is_multitask(record["method"]):
-        return build_method(record["method"], cfg, make_teacher(cfg))
-    m = record["mtl"]
-    return build_method(record["method"], cfg, None, backbone=m["backbone"], n_classes=len(m["class_names"]) - 1)
-
-
-def load_model(run_dir, record, device="cpu"):
-    "The trained model of a run folder on `device`, in eval mode; its checkpoint must hold the run's method."
-    model = build_model(record, run_profile(record))
-    path = Path(run_dir) / CHECKPOINT
-    state = load_checkpoint(path)
-    kind = str(state.get("signature", "")).split(":")[0]
-    if kind != type(model).__name__:
-        raise CliError(
-            f"{path} holds a {kind or 'unknown'} model, not the {record['method']} "
-            f"({type(model).__name__}) of its {RUN_FILE}",
-            1,
-        )
-    return load_weights(model, state["model"]).to(device).eval()
 
 # %% ../nbs/09_cli.ipynb #c656c9d5
 def _anomaly_root(path) -> tuple[Path, list]:
@@ -476,11 +302,10 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
         mask_resize=cfg.data.mask_resize,
     )
     pred, metrics = get_method(record["method"]).scored(model, test_set, cfg, device)  # labels from the folders
-    low, high = np.percentile(pred["maps"], [1, 99.9])
     return dict(
         metrics=metrics,
         threshold=f1_threshold(pred["labels"], pred["scores"]),
-        map_range=[float(low), float(high)],
+        map_range=heat_range(pred["maps"]),
         test_images=len(test_set),
     )
 
@@ -513,7 +338,7 @@ def cmd_test(a, ap) -> int:
     root = Path(a.data_root or record["data_root"])
     evaluate_run = evaluate_multitask_run if is_multitask(record["method"]) else evaluate_anomaly_run
     result = evaluate_run(model, record, root, device)
-    result.update(data_root=str(root.resolve()), tested=_now())
+    result.update(data_root=str(root.resolve()), tested=utc_timestamp())
     write_json(Path(a.run) / METRICS, result)
     (Path(a.run) / "metrics.md").write_text(metrics_markdown(result, record))
     print(metrics_markdown(result, record))
@@ -538,15 +363,6 @@ def collect_images(spec) -> list[Path]:
     if not files:
         raise CliError(f"--images {spec}: no image files there", 2)
     return files
-
-
-def heat_overlay(image, amap, low, high, alpha=0.5) -> np.ndarray:
-    "The H x W x 3 uint8 `image` with `amap` blended over it in jet colours, `low`..`high` spanning the scale."
-    from matplotlib import colormaps
-
-    scaled = np.clip((amap - low) / max(high - low, 1e-12), 0, 1)
-    heat = colormaps["jet"](scaled)[..., :3] * 255
-    return ((1 - alpha) * image + alpha * heat).round().astype(np.uint8)
 
 
 def anomaly_maps(model, record, images):
@@ -747,7 +563,7 @@ def main(argv=None) -> int:
         return a.handler(a, ap)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0  # --help, --version
-    except CliError as e:
+    except (CliError, RunError) as e:  # one line, its own exit code
         return _fail(e, e.code)
     except KeyboardInterrupt:
         if getattr(a, "command", None) == "predict":
