@@ -14,13 +14,18 @@ from cad_nb.components import (
     Teacher,
     OneClassBottleneck,
     RecoveryDecoder,
+    block_sizes,
     check_input_size,
     discrepancy_map,
     global_cosine_loss,
+    map_style,
 )
+from .registry import register_method
+from .settings import PaDiMSettings, RDSettings
+from .train import fit
 
 # %% auto #0
-__all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim']
+__all__ = ['ReverseDistillation', 'rd_step', 'PaDiM', 'fit_padim', 'build_rd', 'train_rd', 'build_padim', 'train_padim']
 
 # %% ../nbs/07_baselines.ipynb #e2a9c22d
 class ReverseDistillation(nn.Module):
@@ -139,3 +144,28 @@ def fit_padim(model: PaDiM, dataset, batch_size=16, device="cpu", workers=0) -> 
     model = model.to(device).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     return model.fit_gaussians((b["image"] for b in loader), device)
+
+# %% ../nbs/07_baselines.ipynb #7d6b14af
+def build_rd(cfg, teacher) -> ReverseDistillation:
+    "RD4AD on the shared `teacher`, its bottleneck and decoder sized by `rd.*`."
+    return ReverseDistillation(teacher, **block_sizes(cfg.rd), map_style=map_style(cfg))
+
+
+def train_rd(model, cfg, train_set, epochs=None, **run) -> dict:
+    "RD4AD's recipe: normal images only, Adam at a constant lr."
+    s = cfg.rd
+    return fit(model, rd_step, train_set, epochs=epochs or s.epochs, batch_size=s.batch_size, lr=s.lr, gamma=1.0, **run)
+
+
+def build_padim(cfg, teacher) -> PaDiM:
+    "PaDiM on the shared `teacher`."
+    return PaDiM(teacher, seed=cfg.runtime.seed, map_style=map_style(cfg))
+
+
+def train_padim(model, cfg, train_set, epochs=None, device="cpu", **run) -> None:
+    "PaDiM fits its Gaussians in one pass (no loss history)."
+    fit_padim(model, train_set, cfg.padim.batch_size, device, cfg.runtime.workers)
+
+
+register_method("RD", RDSettings, build=build_rd, train=train_rd, budget=lambda cfg: (cfg.rd.epochs, "epochs"))
+register_method("PaDiM", PaDiMSettings, build=build_padim, train=train_padim, budget=lambda cfg: (1, "pass"))

@@ -8,6 +8,7 @@ both discrepancies. Model, losses and anomaly maps are kept apart (anomalib styl
 from __future__ import annotations
 import math, warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -22,6 +23,8 @@ from cad_nb.components import (
     STRIDES,
     MapStyle,
     RecoveryDecoder,
+    block_sizes,
+    map_style,
     OneClassBottleneck,
     Teacher,
     check_input_size,
@@ -33,10 +36,15 @@ from cad_nb.components import (
     global_cosine_loss,
     init_kaiming,
 )
+from .registry import register_method
+from .settings import CFRGSettings
+from .synthesis import SynthesisDataset, synthesizer
+from .train import fit
 
 # %% auto #0
 __all__ = ['RELEASE_CFRG_PARAMS', 'Adapter', 'Student', 'UpBlock', 'SegmentationHead', 'cfrg_anomaly_map', 'CFRG',
-           'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'params_with_gradient', 'cfrg_param_table']
+           'push_pull_loss', 'CFRGLoss', 'cfrg_step', 'params_with_gradient', 'cfrg_param_table', 'build_cfrg',
+           'train_cfrg']
 
 # %% ../nbs/06_cfrg.ipynb #dd4f854a
 class Adapter(nn.Sequential):
@@ -230,3 +238,29 @@ def cfrg_param_table(model: CFRG) -> dict:
         "segmentation U-Net": part("head"),
         "gets a gradient in a step": params_with_gradient(model),
     }
+
+# %% ../nbs/06_cfrg.ipynb #3b2df100
+def build_cfrg(cfg, teacher, student=None, **options) -> CFRG:
+    "CFRG on the shared `teacher`, sized by `cfrg.*` (options: CFRG's constructor arguments, e.g. an ablation's)."
+    s = cfg.cfrg
+    return CFRG(
+        teacher, student or s.student, head_width=s.head_width, **block_sizes(s), map_style=map_style(cfg), **options
+    )
+
+
+def train_cfrg(model, cfg, train_set, epochs=None, loss=None, **run) -> dict:
+    "CFRG's recipe: synthesised anomalies, Adam with lr steps at 80% and 90% of the epochs."
+    synth = SynthesisDataset(train_set, synthesizer(cfg), seed=cfg.runtime.seed)
+    step = partial(cfrg_step, criterion=loss or CFRGLoss())
+    s = cfg.cfrg
+    return fit(model, step, synth, epochs=epochs or s.epochs, batch_size=s.batch_size, lr=s.lr, **run)
+
+
+register_method(
+    "CFRG",
+    CFRGSettings,
+    build=build_cfrg,
+    train=train_cfrg,
+    uses=("data", "teacher", "maps", "synthesis"),
+    budget=lambda cfg: (cfg.cfrg.epochs, "epochs"),
+)

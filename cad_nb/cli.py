@@ -15,15 +15,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import __version__, mtl
-from cad_nb.runner import (
-    category_datasets,
-    check_profile,
-    get_method,
-    load_plugins,
-    make_teacher,
-    method_names,
-    train_method,
-)
+from .registry import get_method, load_plugins, method_names
+from .runner import category_datasets, check_profile, make_teacher, train_method
 from .coba import WEIGHTINGS, TaskScheduler
 from .core import get_device, seed_everything
 from .settings import Profile, SettingsError, describe, load_profile

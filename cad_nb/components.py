@@ -21,7 +21,7 @@ from .weights import FeatureBackbone
 __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'Teacher', 'conv_bn_relu', 'count_params',
            'init_kaiming', 'Bottleneck', 'OneClassBottleneck', 'check_code_stride', 'stage_blocks', 'RecoveryDecoder',
            'check_input_size', 'cosine_distance', 'global_cosine_loss', 'pad_edges', 'check_padding', 'gaussian_blur',
-           'MapStyle', 'discrepancy_map']
+           'MapStyle', 'discrepancy_map', 'map_style', 'block_sizes']
 
 # %% ../nbs/05a_components.ipynb #b55693d3
 STRIDES = (4, 8, 16)
@@ -253,3 +253,21 @@ RELEASE_MAP_STYLE = MapStyle(sigma=4.0, padding="reflect", align_corners=True)
 def discrepancy_map(targets, preds, size, style=MapStyle()) -> torch.Tensor:
     "Sum over scales of the per-pixel `1 - cos`, each upsampled (bilinear) to `size`: B x 1 x H x W."
     return sum(style.upsample(cosine_distance(t, p), size) for t, p in zip(targets, preds))
+
+# %% ../nbs/05a_components.ipynb #c2fc31f9
+def map_style(cfg) -> MapStyle:
+    "How CFRG, RD and PaDiM make their maps in this profile (`maps.sigma`, `maps.padding`, `maps.align_corners`)."
+    sigma = cfg.maps.sigma
+    if not 0 <= sigma < cfg.data.image_size:
+        raise ValueError(
+            f"maps.sigma = {sigma!r}: the blur's sigma in pixels, a number from 0 (no blur) to below data.image_size"
+        )
+    try:
+        return MapStyle(sigma=float(sigma), padding=cfg.maps.padding, align_corners=cfg.maps.align_corners)
+    except ValueError as e:
+        raise ValueError(f"maps.padding: {e}") from None
+
+
+def block_sizes(settings) -> dict:
+    "The bottleneck and decoder sizes of a CFRG or RD settings object, as their constructors take them."
+    return dict(bottleneck_blocks=settings.bottleneck_blocks, decoder_blocks=settings.decoder_blocks)

@@ -15,6 +15,9 @@ from torch import nn
 
 from .components import Teacher, check_input_size, conv_bn_relu, count_params, init_kaiming
 from .weights import FeatureBackbone
+from .registry import register_method
+from .settings import DeSTSegSettings
+from .synthesis import SynthesisDataset, synthesizer
 from .train import Plan, _loader, train_loop, wrap_ddp
 
 # %% auto #0
@@ -22,7 +25,7 @@ __all__ = ['RELEASE_TEACHER', 'RELEASE_PARAMS', 'RELEASE_LR', 'conv3x3', 'BasicB
            'dilated_conv_bn_relu', 'ASPP', 'SegmentationNet', 'channel_normalize', 'segmentation_input', 'DeSTSeg',
            'destseg_param_table', 'feature_distance', 'student_loss', 'focal_loss', 'mask_at', 'segmentation_loss',
            'top_k_mean', 'destseg_anomaly_map', 'dest_map', 'destseg_optimizers', 'set_phase', 'student_step',
-           'segmentation_step', 'DeSTSegPlan', 'fit_destseg']
+           'segmentation_step', 'DeSTSegPlan', 'fit_destseg', 'build_destseg', 'train_destseg']
 
 # %% ../nbs/12_destseg.ipynb #9b545a45
 def conv3x3(cin, cout, dilation=1) -> nn.Conv2d:
@@ -348,3 +351,28 @@ def fit_destseg(
     takes the rest (checkpoint, resume, amp, progress, stop_after, callback); the loss history."""
     plan = DeSTSegPlan(model, dataset, phase1_steps, phase2_steps, batch_size, lr_scale, seed, workers)
     return train_loop(model, plan, device=device, seed=seed, desc=desc, **loop)
+
+# %% ../nbs/12_destseg.ipynb #93a03772
+def build_destseg(cfg, teacher) -> DeSTSeg:
+    "DeSTSeg on its own teacher (`destseg.teacher`; empty: the shared one), sized by `destseg.*`."
+    own = cfg.destseg.teacher
+    teacher = Teacher(own, cfg.teacher.pretrained) if own else teacher
+    return DeSTSeg(teacher, student_encoder=cfg.destseg.student, seg_width=cfg.destseg.seg_width)
+
+
+def train_destseg(model, cfg, train_set, epochs=None, **run) -> dict:
+    "DeSTSeg's two phases (student, then segmentation), its release's random texture per draw."
+    synth = SynthesisDataset(train_set, synthesizer(cfg, "random"), seed=cfg.runtime.seed)
+    s = cfg.destseg
+    steps = dict(phase1_steps=s.student_steps, phase2_steps=s.seg_steps)
+    return fit_destseg(model, synth, **steps, batch_size=s.batch_size, lr_scale=s.lr_scale, **run)
+
+
+register_method(
+    "DeSTSeg",
+    DeSTSegSettings,
+    build=build_destseg,
+    train=train_destseg,
+    uses=("data", "teacher", "synthesis"),
+    budget=lambda cfg: (cfg.destseg.student_steps + cfg.destseg.seg_steps, "steps"),
+)

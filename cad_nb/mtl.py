@@ -21,6 +21,8 @@ from .core import seed_everything
 from .weights import FeatureBackbone, Normalize, timm_model
 from .data import CocoMultiTaskDataset, collate_multitask, load_image, read_coco, resize_image, resize_mask
 from .coba import make_weighting, TaskScheduler
+from .registry import register_method
+from .settings import MultiTaskSettings
 from .train import Plan, autocast, setup_distributed, train_loop
 
 # %% auto #0
@@ -29,7 +31,8 @@ __all__ = ['TASKS', 'TASK_LOSSES', 'SimpleFeaturePyramid', 'is_vit', 'Backbone',
            'detection_loss', 'segmentation_loss', 'decode_detections', 'classification_metrics', 'detection_map',
            'segmentation_metrics', 'few_shot_classes', 'RareClassAugmentation', 'task_datasets', 'infinite_loader',
            'lr_at', 'MultiTaskPlan', 'train_multitask', 'predict', 'evaluate', 'profile_model', 'backbone_label',
-           'experiment_data', 'tasks_per_step', 'steps_for_images', 'train_profile', 'run_experiment']
+           'experiment_data', 'tasks_per_step', 'steps_for_images', 'train_profile', 'run_experiment',
+           'build_multitask']
 
 # %% ../nbs/11_mtl.ipynb #5b312068
 class SimpleFeaturePyramid(nn.Module):
@@ -808,3 +811,19 @@ def run_experiment(
         by_domain=evaluate(preds, n, by_domain=True) if by_domain else None,
         seconds=time.time() - t0,
     )
+
+# %% ../nbs/11_mtl.ipynb #077eb5d6
+def build_multitask(cfg, teacher=None, backbone=None, n_classes=1) -> nn.Module:
+    "The multi-task model on `backbone` (default: the first of `mtl.backbones`) for `n_classes` defect classes."
+    return profile_model(cfg, backbone or cfg.mtl.backbones[0], n_classes)
+
+
+register_method(
+    "mtl",
+    MultiTaskSettings,
+    build=build_multitask,
+    train=train_profile,
+    kind="multitask",
+    uses=(),
+    budget=lambda cfg: (cfg.mtl.steps, "steps"),
+)

@@ -14,7 +14,8 @@ import torch
 import torch.distributed as dist
 
 from . import __version__
-from .runner import REGISTRY, build_method, get_method, make_teacher, method_names
+from .registry import REGISTRY, get_method, method_names
+from .runner import build_method, make_teacher
 from .settings import SECTIONS, Profile
 from .train import is_distributed, is_main_process, load_checkpoint, unwrap
 

@@ -18,7 +18,7 @@ from .data import IMAGE_SUFFIXES, DatasetError, image_size, load_image, resize_i
 # %% auto #0
 __all__ = ['EMBEDDED_TEXTURES', 'TEXTURE_CHOICES', 'uniform', 'perlin_batch', 'perlin_noise', 'rotate_batch', 'perlin_masks',
            'perlin_mask', 'procedural_texture', 'embedded_texture', 'texture_files', 'TextureSource',
-           'AnomalySynthesizer', 'SynthesisDataset', 'ValidationSet']
+           'AnomalySynthesizer', 'SynthesisDataset', 'ValidationSet', 'texture_root', 'synthesizer']
 
 # %% ../nbs/04_synthesis.ipynb #fa6bc675
 def uniform(rng, *shape) -> torch.Tensor:
@@ -303,3 +303,28 @@ class ValidationSet(torch.utils.data.Dataset):
             item["image"][None].float(), np.random.default_rng([self.seed, 7, i]), [i]
         )
         return {**item, "image": augmented[0], "mask": mask[0], "label": int(mask.any()), "defect_types": "synthesised"}
+
+# %% ../nbs/04_synthesis.ipynb #c7525b8b
+def texture_root(cfg) -> Path | None:
+    "The DTD folder the synthesis blends from (`synthesis.textures = dtd`), or None for the embedded textures."
+    choice = cfg.synthesis.textures
+    if choice == "embedded":
+        return None
+    if choice != "dtd":
+        raise ValueError(f"profile {cfg.name}: synthesis.textures = {choice!r}; choose dtd or embedded")
+    if not cfg.synthesis.dtd_root:
+        raise ValueError(
+            f"profile {cfg.name}: synthesis.textures = dtd needs synthesis.dtd_root, a folder of the "
+            "Describable Textures Dataset (download dtd-r1.0.1.tar.gz from "
+            "https://www.robots.ox.ac.uk/~vgg/data/dtd/, unpack it and point synthesis.dtd_root at "
+            "dtd/images); to blend the embedded textures on purpose instead, set synthesis.textures = "
+            "embedded (in settings.ini, or --set synthesis.textures=embedded)"
+        )
+    return cfg.path("synthesis.dtd_root")
+
+
+def synthesizer(cfg, texture_choice=None) -> AnomalySynthesizer:
+    "The profile's anomaly synthesis (`synthesis.*`), textures chosen per `texture_choice` (default: the profile's)."
+    return AnomalySynthesizer(
+        texture_root(cfg), texture_choice=texture_choice or cfg.synthesis.texture_choice, gray=cfg.synthesis.gray
+    )

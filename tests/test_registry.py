@@ -12,7 +12,8 @@ from torch import nn
 
 from cad_nb.cli import main
 from cad_nb.data import list_categories
-from cad_nb.runner import REGISTRY, get_method, register_method, train_method
+from cad_nb.registry import REGISTRY, get_method, register_method
+from cad_nb.runner import train_method
 from cad_nb.settings import SECTIONS, load_profile
 from cad_nb.train import fit
 

@@ -29,7 +29,9 @@ from cad_nb.core import save_table, save_figure
 from cad_nb.settings import load_profile
 from cad_nb.data import list_categories
 from cad_nb.metrics import evaluate
-from cad_nb.runner import category_datasets, map_style, score_set, split_validation
+from cad_nb.components import map_style
+from cad_nb.registry import score_set
+from cad_nb.runner import category_datasets, split_validation
 from cad_nb.benchmark import benchmark_root
 from cad_nb.train import fit, predict
 

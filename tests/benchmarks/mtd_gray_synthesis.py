@@ -19,7 +19,8 @@ import torch
 
 from cad_nb.core import save_table, device_name, get_device, git_commit
 from cad_nb.settings import load_profile
-from cad_nb.runner import category_datasets, make_teacher, run_method, split_validation, synthesizer, val_score
+from cad_nb.runner import category_datasets, make_teacher, run_method, split_validation, val_score
+from cad_nb.synthesis import synthesizer
 from cad_nb.synthesis import SynthesisDataset
 
 
