@@ -415,6 +415,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'cad_nb.registry.Method.identity': ('registry.html#method.identity', 'cad_nb/registry.py'),
                                  'cad_nb.registry.Method.scored': ('registry.html#method.scored', 'cad_nb/registry.py'),
                                  'cad_nb.registry._built_in': ('registry.html#_built_in', 'cad_nb/registry.py'),
+                                 'cad_nb.registry._rank': ('registry.html#_rank', 'cad_nb/registry.py'),
                                  'cad_nb.registry.get_method': ('registry.html#get_method', 'cad_nb/registry.py'),
                                  'cad_nb.registry.load_plugins': ('registry.html#load_plugins', 'cad_nb/registry.py'),
                                  'cad_nb.registry.method_names': ('registry.html#method_names', 'cad_nb/registry.py'),

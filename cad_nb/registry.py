@@ -60,6 +60,12 @@ BUILT_IN = {  # the modules that register the built-in methods: the methods each
 }
 
 
+def _rank(key) -> int:
+    "A method's place: the built-in ones in `BUILT_IN` order, then every other (stably, as registered)."
+    order = [name for names in BUILT_IN.values() for name in names]
+    return order.index(key) if key in order else len(order)
+
+
 def register_method(
     name: str,
     settings: type,
@@ -77,6 +83,8 @@ def register_method(
     section = section or name.lower()
     register_settings(section, settings)
     REGISTRY[name.lower()] = method = Method(name, section, build, train, budget, tuple(uses), kind, score)
+    for key in sorted(REGISTRY, key=_rank):  # the built-in methods first, in table order, whatever imported first
+        REGISTRY[key] = REGISTRY.pop(key)
     return method
 
 
@@ -98,10 +106,7 @@ def get_method(name) -> Method:
 def method_names(kind=None) -> list[str]:
     "The registered methods' names (of one `kind`: anomaly or multitask): the built-in ones first, in table order."
     _built_in()
-    order = [n for names in BUILT_IN.values() for n in names]
-    rank = lambda key: order.index(key) if key in order else len(order)
-    keys = sorted(REGISTRY, key=rank)  # stable: other methods in the order they registered
-    return [REGISTRY[k].name for k in keys if kind in (None, REGISTRY[k].kind)]
+    return [m.name for m in REGISTRY.values() if kind in (None, m.kind)]
 
 
 def load_plugins(group="cad_nb.methods") -> list[str]:

@@ -287,8 +287,8 @@ def _optimise(loss, optimizer, scaler):
     scaler.update()
 
 
-def _epoch_means(rows, epoch) -> dict:
-    "The epoch's history row: its step count and the mean of each loss over the steps that report it."
+def _epoch_means(rows) -> dict:
+    "The mean of each loss over the steps of an epoch that report it."
     sums, counts = {}, {}
     for row in rows:
         for k, v in row.items():
@@ -296,7 +296,7 @@ def _epoch_means(rows, epoch) -> dict:
                 continue
             sums[k] = sums.get(k, 0.0) + v
             counts[k] = counts.get(k, 0) + 1
-    return dict(epoch=epoch, steps=len(rows), **{k: sums[k] / counts[k] for k in sums})
+    return {k: sums[k] / counts[k] for k in sums}
 
 
 def _run_epoch(net, plan, scaler, device, amp, epoch, step, bar, desc) -> list[dict]:
@@ -363,7 +363,8 @@ def train_loop(
         rows = _run_epoch(net, plan, scaler, device, amp, epoch, step, bar, desc)
         step += len(rows)
         history["step"] += rows
-        history["epoch"].append(dict(_epoch_means(rows, epoch), **plan.end_epoch(epoch)))
+        means = _epoch_means(rows)
+        history["epoch"].append(dict(epoch=epoch, **plan.end_epoch(epoch), **means, steps=len(rows)))
         stop = _call_back(callback, epoch, model, history)
         if checkpoint is not None and is_main_process():
             _save(checkpoint, signature, plan, model, scaler, epoch, step, history)

@@ -57,21 +57,21 @@ def state_of(run_dir):
 
 
 def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benchmark, tmp_path, monkeypatch):
-    import cad_nb.runner as runner
+    import cad_nb.baselines as baselines                      # where RD's training step is registered from
     torch.set_num_threads(1)
     code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "straight", "--set", "rd.epochs=2"))
     assert code == 0, err
-    calls, rd_step = [], runner.rd_step
+    calls, rd_step = [], baselines.rd_step
     def interrupted_step(*args, **kwargs):                      # Ctrl-C in the first batch of the second epoch
         calls.append(1)
         if len(calls) == 3: raise KeyboardInterrupt
         return rd_step(*args, **kwargs)
-    monkeypatch.setattr(runner, "rd_step", interrupted_step)
+    monkeypatch.setattr(baselines, "rd_step", interrupted_step)
     args = train_args(smoke_benchmark, tmp_path / "resumed", "--set", "rd.epochs=2")
     code, _, err = cli(*args)
     assert code == 130 and "the same command resumes" in one_line(err)
     assert state_of(tmp_path / "resumed")["epoch"] == 0                 # the first epoch is kept
-    monkeypatch.setattr(runner, "rd_step", rd_step)
+    monkeypatch.setattr(baselines, "rd_step", rd_step)
     code, _, err = cli(*args)
     assert code == 0, err
     straight, resumed = state_of(tmp_path / "straight"), state_of(tmp_path / "resumed")
