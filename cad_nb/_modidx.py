@@ -190,6 +190,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
             'cad_nb.core': { 'cad_nb.core.device_name': ('core.html#device_name', 'cad_nb/core.py'),
                              'cad_nb.core.get_device': ('core.html#get_device', 'cad_nb/core.py'),
                              'cad_nb.core.git_commit': ('core.html#git_commit', 'cad_nb/core.py'),
+                             'cad_nb.core.markdown_formats': ('core.html#markdown_formats', 'cad_nb/core.py'),
                              'cad_nb.core.save_figure': ('core.html#save_figure', 'cad_nb/core.py'),
                              'cad_nb.core.save_table': ('core.html#save_table', 'cad_nb/core.py'),
                              'cad_nb.core.seed_everything': ('core.html#seed_everything', 'cad_nb/core.py')},

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'device_name', 'save_table', 'save_figure', 'git_commit']
+__all__ = ['seed_everything', 'get_device', 'device_name', 'markdown_formats', 'save_table', 'save_figure', 'git_commit']
 
 # %% ../nbs/00_core.ipynb #cf8f1989
 def seed_everything(seed: int = 0) -> np.random.Generator:
@@ -47,12 +47,20 @@ def device_name(device) -> str:
     return f"CPU ({os.cpu_count()} cores)"
 
 # %% ../nbs/00_core.ipynb #f759e676
+def markdown_formats(df, floatfmt=".3f") -> tuple:
+    "tabulate's format per column of `df.to_markdown` (the index first): counts as integers, the rest `floatfmt`."
+    import pandas as pd
+
+    return (floatfmt, *(".0f" if pd.api.types.is_integer_dtype(t) else floatfmt for t in df.dtypes))
+
+
 def save_table(df, out_dir, name: str, floatfmt=".3f", note: str | None = None):
-    "Write `df` to `out_dir/name.csv` and `out_dir/name.md` (with an optional note line); return `df`."
+    """Write `df` to `out_dir/name.csv` and `out_dir/name.md` (with an optional note line; integer columns as
+    integers, the others in `floatfmt`: ".1f" for percentages); return `df`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df.to_csv(out / f"{name}.csv", index=df.index.name is not None or any(df.index.names))
-    md = df.to_markdown(floatfmt=floatfmt)
+    md = df.to_markdown(floatfmt=markdown_formats(df, floatfmt))
     (out / f"{name}.md").write_text((f"{note}\n\n" if note else "") + md + "\n")
     return df
 

@@ -60,7 +60,7 @@ def main(argv=None):
                            val_set=val_set, epochs=c.real.epochs, track_every=1, patience=c.real.patience)
             m = r["metrics"]
             rows.append(dict(method=f"{name}, grey textures", i_auroc=100 * m["i_auroc"], p_auroc=100 * m["p_auroc"],
-                             ap=100 * m["p_ap"], aupro=100 * m["aupro"], val_score=val_score(r["val_metrics"]),
+                             ap=100 * m["p_ap"], aupro=100 * m["aupro"], val_score=100 * val_score(r["val_metrics"]),
                              chosen_epochs=r["best_epoch"] + 1, chroma_in_anomalies=inside, seconds=time.time() - t0))
             print(rows[-1], flush=True)
     colour = pd.read_csv("figures/mtd_results.csv").set_index("method")
@@ -71,8 +71,8 @@ def main(argv=None):
     table = pd.DataFrame(rows).set_index("method")
     note = (f"Magnetic Tile Defects, notebook 22's protocol (profile {a.profile}, {cfg.data.image_size} px, DTD textures, epochs "
             f"chosen on validation). Grey rows: synthesis.gray = true, this script; colour rows: figures/mtd_results.csv. "
-            f"Device {device_name(dev)}, commit {git_commit()}.")
-    print(save_table(table, a.out, "mtd_gray_synthesis", floatfmt=".3f", note=note).round(2).to_string())
+            f"Device {device_name(dev)}, commit {git_commit()}. All scores in %.")
+    print(save_table(table, a.out, "mtd_gray_synthesis", floatfmt=".1f", note=note).round(2).to_string())
 
 
 if __name__ == "__main__":
