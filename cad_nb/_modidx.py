@@ -85,7 +85,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'cad_nb.cfrg.push_pull_loss': ('cfrg.html#push_pull_loss', 'cad_nb/cfrg.py'),
                              'cad_nb.cfrg.train_cfrg': ('cfrg.html#train_cfrg', 'cad_nb/cfrg.py')},
             'cad_nb.cli': { 'cad_nb.cli.CliError': ('cli.html#clierror', 'cad_nb/cli.py'),
-                            'cad_nb.cli.CliError.__init__': ('cli.html#clierror.__init__', 'cad_nb/cli.py'),
                             'cad_nb.cli._Parser': ('cli.html#_parser', 'cad_nb/cli.py'),
                             'cad_nb.cli._Parser.error': ('cli.html#_parser.error', 'cad_nb/cli.py'),
                             'cad_nb.cli._anomaly_root': ('cli.html#_anomaly_root', 'cad_nb/cli.py'),

@@ -65,12 +65,8 @@ __all__ = ['CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'train_anomaly'
            'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
-class CliError(Exception):
+class CliError(RunError):
     "A problem to report in one line: `code` 2 for a usage error (a bad argument), 1 for a failure."
-
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -556,7 +552,7 @@ def main(argv=None) -> int:
         return a.handler(a, ap)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 0  # --help, --version
-    except (CliError, RunError) as e:  # one line, its own exit code
+    except RunError as e:  # a CliError too: one line, its own exit code
         return _fail(e, e.code)
     except KeyboardInterrupt:
         if getattr(a, "command", None) == "predict":
