@@ -6,7 +6,7 @@ images. The same commands run under `torchrun` for data-parallel training."""
 
 # %% ../nbs/09_cli.ipynb #1e82607a
 from __future__ import annotations
-import argparse, csv, glob, json, os, sys
+import argparse, csv, glob, json, os, signal, sys
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,8 @@ from cad_nb.runs import (
     is_multitask,
     load_model,
     load_run,
+    mark_run,
+    run_lock,
     run_profile,
     run_record,
     start_run,
@@ -62,7 +64,7 @@ from cad_nb.train import (
 __all__ = ['CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'train_anomaly', 'train_multitask_run', 'check_before_training',
            'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown',
            'cmd_test', 'collect_images', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous',
-           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'main']
+           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'Terminated', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(RunError):
@@ -256,8 +258,13 @@ def cmd_train(a, ap) -> int:
     if not multitask:
         check_before_training(a, cfg)
     train = train_multitask_run if multitask else train_anomaly
-    model, record, history = train(a, cfg, run_dir)
-    record = finish_run(run_dir, model, record, history)
+    with run_lock(run_dir):  # one train per folder
+        try:
+            model, record, history = train(a, cfg, run_dir)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so, the same command resumes
+            mark_run(run_dir, "interrupted")
+            raise
+        record = finish_run(run_dir, model, record, history)
     if is_main_process():
         print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
     return 0
@@ -322,6 +329,8 @@ def metrics_markdown(result, record) -> str:
 def cmd_test(a, ap) -> int:
     "`cad-nb test`: evaluate a run on its test split; metrics.json and metrics.md into the run folder."
     record = load_run(a.run)
+    if record.get("status") != "complete":  # a stopped or interrupted run: its last checkpoint is tested
+        print(f"note: this run is {record.get('status')}: testing its last checkpoint", file=sys.stderr)
     device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
     model = load_model(a.run, record, device)
     root = Path(a.data_root or record["data_root"])
@@ -540,9 +549,26 @@ def _fail(message, code) -> int:
     return code
 
 
+class Terminated(KeyboardInterrupt):
+    "SIGTERM (a scheduler ending the job), handled as an interruption: one line, and a run folder left resumable."
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm():
+    "Install `_terminate` for SIGTERM in the main thread; the handler it replaces (None where none can be installed)."
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv=None) -> int:
     "Entry point of `cad-nb` and of `python -m cad_nb.cli` (so of torchrun); every error is one line on stderr."
-    a = None
+    a, previous = None, _on_sigterm()
     try:
         ap = make_parser()
         a = ap.parse_args(argv)
@@ -554,16 +580,21 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else 0  # --help, --version
     except RunError as e:  # a CliError too: one line, its own exit code
         return _fail(e, e.code)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
+        what, code = ("terminated (SIGTERM)", 143) if isinstance(e, Terminated) else ("interrupted", 130)
         if getattr(a, "command", None) == "predict":
-            return _fail("interrupted: predictions.csv lists the images done so far, with their maps", 130)
-        return _fail("interrupted: the run folder keeps the last finished epoch; the same command resumes", 130)
+            return _fail(f"{what}: predictions.csv lists the images done so far, with their maps", code)
+        if getattr(a, "command", None) == "train":
+            return _fail(f"{what}: the run folder keeps the last finished epoch; the same command resumes", code)
+        return _fail(what, code)
     except (DatasetError, FileNotFoundError, RuntimeError, ValueError) as e:
         return _fail(e, 1)  # messages name files
     except Exception as e:
         return _fail(f"{type(e).__name__}: {e}", 1)
     finally:
         cleanup_distributed()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 # %% ../nbs/09_cli.ipynb #378ed63a
 if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":  # `python -m cad_nb.cli`, not a kernel

@@ -6,7 +6,7 @@ the trained model read back from it."""
 
 # %% ../nbs/09a_runs.ipynb #a5b91d74
 from __future__ import annotations
-import hashlib, json, os
+import contextlib, hashlib, json, os, socket
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,9 +20,9 @@ from .settings import SECTIONS, Profile
 from .train import is_distributed, is_main_process, load_checkpoint, unwrap
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'RunError', 'utc_timestamp', 'write_json', 'read_json',
-           'run_record', 'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'load_run',
-           'run_profile', 'is_multitask', 'build_model', 'load_weights', 'load_model']
+__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'LOCK', 'RunError', 'utc_timestamp', 'write_json', 'read_json',
+           'run_record', 'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'run_lock',
+           'mark_run', 'load_run', 'run_profile', 'is_multitask', 'build_model', 'load_weights', 'load_model']
 
 # %% ../nbs/09a_runs.ipynb #e1e1f6cd
 class RunError(Exception):
@@ -139,14 +139,74 @@ def finish_run(run_dir, model, record, history_rows) -> dict:
     if is_distributed():
         digests = [None] * dist.get_world_size()
         dist.all_gather_object(digests, parameter_digest(model))
-    record = dict(record, world_size=len(digests), parameter_digests=digests, finished=utc_timestamp())
+    path = Path(run_dir) / RUN_FILE
+    started = read_json(path).get("started") if is_main_process() and path.is_file() else None
+    record = dict(record, started=started, world_size=len(digests), parameter_digests=digests, finished=utc_timestamp())
     if is_main_process():
-        write_json(Path(run_dir) / RUN_FILE, record)
+        write_json(path, record)
         if history_rows:
             import pandas as pd
 
             pd.DataFrame(history_rows).to_csv(Path(run_dir) / "history.csv", index=False)
     return record
+
+# %% ../nbs/09a_runs.ipynb #01db920d
+LOCK = ".lock"
+
+
+def _lock_holder(path) -> str | None:
+    "Who holds lock file `path` ('pid N on HOST'), or None when it was left by a process of this host that is gone."
+    try:
+        info = json.loads(Path(path).read_text())
+        pid, host = int(info["pid"]), str(info["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its pid yet"
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None  # stale: that process is gone
+        except PermissionError:
+            pass  # alive, another user's
+    return f"pid {pid} on {host}"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    "Hold `run_dir` for this process while it trains (rank 0); a `RunError` naming the holder when another does."
+    if not is_main_process():
+        yield
+        return
+    path = Path(run_dir) / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):  # a stale lock is removed once, then taken
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            holder = _lock_holder(path)
+            if holder is not None:
+                raise RunError(
+                    f"--out {run_dir} is in use by another `cad-nb train` ({holder}): wait for it to end, or choose "
+                    f"another --out (if no run uses it, delete {path})",
+                    2,
+                ) from None
+            path.unlink(missing_ok=True)
+    else:
+        raise RunError(f"--out {run_dir}: could not take {path}", 1)
+    with os.fdopen(fd, "w") as f:
+        json.dump(dict(pid=os.getpid(), host=socket.gethostname(), since=utc_timestamp()), f)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def mark_run(run_dir, status: str):
+    "Write `status` (e.g. 'interrupted') and its time into the run's `run.json`, keeping the rest (rank 0)."
+    path = Path(run_dir) / RUN_FILE
+    if is_main_process() and path.is_file():
+        write_json(path, dict(read_json(path), status=status, status_since=utc_timestamp()))
 
 # %% ../nbs/09a_runs.ipynb #ada89add
 def load_run(run_dir) -> dict:

@@ -341,3 +341,44 @@ def test_predict_mirrors_the_input_tree_and_writes_the_csv_as_it_goes(run, smoke
     assert code == 130 and "predictions.csv lists the images done so far" in one_line(err)
     assert len(pd.read_csv(out / "predictions.csv")) == 2                     # the rows done before the interrupt
     assert not (out / "line2/001_heatmap.png").exists()                        # the previous run's files went first
+
+
+# ---- run folders: one train per folder, interruptions recorded (issue 18, item 7) ---------------------------
+
+def test_a_second_train_into_a_folder_in_use_is_refused(smoke_benchmark, tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps(dict(pid=os.getpid(), host=__import__("socket").gethostname())))
+    code, _, err = cli(*train_args(smoke_benchmark, out))
+    assert code == 2 and f"is in use by another `cad-nb train` (pid {os.getpid()} on" in one_line(err)
+    assert not (out / "run.json").exists()                                     # nothing was written
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_an_interrupted_train_says_so_and_frees_its_folder(smoke_benchmark, tmp_path, monkeypatch, how):
+    import signal
+    import cad_nb.baselines as baselines
+    torch.set_num_threads(1)
+    def interrupted_step(*args, **kwargs):
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)                               # as a scheduler ending the job
+        raise KeyboardInterrupt
+    monkeypatch.setattr(baselines, "rd_step", interrupted_step)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "run"))
+    expected = (143, "terminated (SIGTERM): ") if how == "sigterm" else (130, "interrupted: ")
+    assert code == expected[0] and one_line(err).startswith(f"cad-nb: error: {expected[1]}"), err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "interrupted" and "status_since" in record
+    assert not (tmp_path / "run" / ".lock").exists()                           # the next command may train
+    assert signal.getsignal(signal.SIGTERM) == before                           # main put the old handler back
+
+
+def test_testing_a_stopped_run_says_so(smoke_benchmark, tmp_path):
+    torch.set_num_threads(1)
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "run", "--set", "rd.epochs=2", "--stop-after", "1"))
+    assert code == 0, err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "stopped after 1 of 2 epochs" and record["started"] <= record["finished"]
+    code, _, err = cli("test", "--run", tmp_path / "run")
+    assert code == 0 and "note: this run is stopped after 1 of 2 epochs: testing its last checkpoint" in err, err
