@@ -6,7 +6,7 @@ images. The same commands run under `torchrun` for data-parallel training."""
 
 # %% ../nbs/09_cli.ipynb #1e82607a
 from __future__ import annotations
-import argparse, csv, glob, json, os, signal, sys
+import argparse, csv, glob, json, os, signal, sys, warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from .core import get_device, seed_everything
 from .settings import Profile, SettingsError, describe, load_profile
 from cad_nb.data import (
     IMAGE_SUFFIXES,
+    AnomalyDataset,
     CocoMultiTaskDataset,
     DatasetError,
     check_dataset,
@@ -48,7 +49,7 @@ from cad_nb.runs import (
     utc_timestamp,
     write_json,
 )
-from .viz import heat_overlay, heat_range
+from .viz import heat_panel, heat_range
 from . import public
 from cad_nb.train import (
     autocast,
@@ -61,10 +62,11 @@ from cad_nb.train import (
 )
 
 # %% auto #0
-__all__ = ['CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'train_anomaly', 'train_multitask_run', 'check_before_training',
-           'cmd_train', 'f1_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown',
-           'cmd_test', 'collect_images', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous',
-           'cmd_predict', 'cmd_data', 'add_data_command', 'make_parser', 'Terminated', 'main']
+__all__ = ['MIN_HELD_OUT', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'calibration_split', 'calibrate',
+           'train_anomaly', 'train_multitask_run', 'check_before_training', 'cmd_train', 'at_threshold',
+           'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images',
+           'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict', 'cmd_data',
+           'add_data_command', 'make_parser', 'Terminated', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(RunError):
@@ -116,38 +118,93 @@ def _check_category(category, root, categories):
         raise CliError(f"--category {category}: not in {root}; categories there: {categories}", 2)
 
 
+MIN_HELD_OUT = 5  # fewer held-out (or remaining training) images than this: calibrate on the training images
+
+
+def calibration_split(train_set, cfg) -> tuple:
+    """(images to train on, good images held out for calibration or None): `calibration.holdout` of the training
+    images, seeded; None when that leaves fewer than `MIN_HELD_OUT` on either side."""
+    share, samples = cfg.calibration.holdout, train_set.samples
+    if not 0 <= share < 1:
+        raise CliError(f"calibration.holdout = {share}: a share of the training images in [0, 1)", 2)
+    n = round(share * len(samples))
+    if n < MIN_HELD_OUT or len(samples) - n < MIN_HELD_OUT:
+        return train_set, None
+    held = set(np.random.default_rng([cfg.runtime.seed, 3]).choice(len(samples), n, replace=False).tolist())
+    return tuple(
+        AnomalyDataset([s for i, s in enumerate(samples) if (i in held) == keep], train_set.image_size)
+        for keep in (False, True)
+    )
+
+
+def calibrate(model, method, images, cfg, device, held_out=True) -> dict:
+    """The run's decision threshold (`calibration.quantile` of the image scores of the good `images`) and its
+    heat-map scale (`heat_range` of their maps), with the rule in words."""
+    q = cfg.calibration.quantile
+    if not 0 < q <= 1:
+        raise CliError(f"calibration.quantile = {q}: a quantile in (0, 1]", 2)
+    with warnings.catch_warnings():  # good images only: the metrics `scored` also returns are undefined, unused
+        warnings.simplefilter("ignore")
+        pred, _ = get_method(method).scored(model, images, cfg, device)
+    scores = np.asarray(pred["scores"], np.float64)
+    threshold = float(np.quantile(scores, q))
+    source = (
+        f"{len(scores)} good training images held out of training (calibration.holdout = {cfg.calibration.holdout})"
+        if held_out
+        else f"the {len(scores)} training images themselves (too few to hold any out)"
+    )
+    return dict(
+        threshold=threshold,
+        rule=f"score >= {threshold:.4g} is anomalous: the {q} quantile of the image scores of {source}",
+        images=len(scores),
+        held_out=held_out,
+        scores=dict(min=float(scores.min()), median=float(np.median(scores)), max=float(scores.max())),
+        map_range=heat_range(pred["maps"]),
+    )
+
+
 def train_anomaly(a, cfg, run_dir):
-    "Train `a.method` on category `a.category` of `a.data_root` into `run_dir`: (model, record, loss history)."
+    """Train `a.method` on category `a.category` of `a.data_root` into `run_dir`, then calibrate it on the held-out
+    images: (model, record, loss history)."""
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
-    train_set, _ = category_datasets(
-        root, a.category, cfg.data.image_size, seed=cfg.runtime.seed
-    )  # every training image
+    every, _ = category_datasets(root, a.category, cfg.data.image_size, seed=cfg.runtime.seed)  # every training image
+    train_set, held = calibration_split(every, cfg)
     teacher = make_teacher(cfg)
     record = run_record(
-        a.method, cfg, root, a.category, teacher.weights, cfg.data.image_size, train_images=len(train_set)
+        a.method,
+        cfg,
+        root,
+        a.category,
+        teacher.weights,
+        cfg.data.image_size,
+        train_images=len(train_set),
+        held_out_images=len(held) if held else 0,
     )
     start_run(run_dir, record)
-    checkpoint = Path(run_dir) / CHECKPOINT
+    checkpoint, device = Path(run_dir) / CHECKPOINT, get_device(cfg.runtime.device)
     model, history = train_method(
         a.method,
         cfg,
         train_set,
         teacher,
         checkpoint,
-        get_device(cfg.runtime.device),
+        device,
         progress=not a.quiet,
         desc=f"{a.method} {a.category}",
         stop_after=a.stop_after,
     )
+    status, rows = "complete", []
     if history is None:  # fitted in one pass (PaDiM): checkpoint the result
         if is_main_process():
             save_checkpoint(checkpoint, model=unwrap(model).state_dict(), signature=run_signature(model))
-        return model, dict(record, status="complete"), []
-    total, unit = get_method(a.method).budget(cfg)
-    done = len(history["epoch"] if unit == "epochs" else history["step"])
-    status = "complete" if done >= total else f"stopped after {done} of {total} {unit}"
-    return model, dict(record, status=status), history["epoch"]
+    else:
+        total, unit = get_method(a.method).budget(cfg)
+        done = len(history["epoch"] if unit == "epochs" else history["step"])
+        status = "complete" if done >= total else f"stopped after {done} of {total} {unit}"
+        rows = history["epoch"]
+    calibration = calibrate(model, a.method, held or train_set, cfg, device, held is not None)
+    return model, dict(record, status=status, calibration=calibration), rows
 
 # %% ../nbs/09_cli.ipynb #f4e065f8
 def _coco_root(path, split="train") -> Path:
@@ -270,16 +327,19 @@ def cmd_train(a, ap) -> int:
     return 0
 
 # %% ../nbs/09_cli.ipynb #74491b6c
-def f1_threshold(labels, scores) -> float | None:
-    "The image-score threshold (score >= t: anomalous) with the best F1; None unless both classes occur."
-    from sklearn.metrics import precision_recall_curve
-
-    labels = np.asarray(labels)
-    if labels.min() == labels.max():
-        return None
-    precision, recall, thresholds = precision_recall_curve(labels, scores)
-    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
-    return float(thresholds[np.argmax(f1[:-1])])
+def at_threshold(labels, scores, threshold) -> dict:
+    "How a fixed image-score threshold does on labelled images: the share of good ones flagged, of defective found."
+    labels, flagged = np.asarray(labels, bool), np.asarray(scores) >= threshold
+    good, bad = (~labels).sum(), labels.sum()
+    hits = int((flagged & labels).sum())
+    precision = hits / flagged.sum() if flagged.any() else float("nan")
+    recall = hits / bad if bad else float("nan")
+    return dict(
+        good_flagged=float((flagged & ~labels).sum() / good) if good else float("nan"),
+        defective_found=float(recall),
+        precision=float(precision),
+        f1=float(2 * precision * recall / (precision + recall)) if hits else 0.0,
+    )
 
 
 def evaluate_anomaly_run(model, record, root, device) -> dict:
@@ -298,10 +358,12 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
         mask_resize=cfg.data.mask_resize,
     )
     pred, metrics = get_method(record["method"]).scored(model, test_set, cfg, device)  # labels from the folders
+    calibration = record["calibration"]
     return dict(
         metrics=metrics,
-        threshold=f1_threshold(pred["labels"], pred["scores"]),
-        map_range=heat_range(pred["maps"]),
+        threshold=calibration["threshold"],
+        threshold_rule=calibration["rule"],
+        at_threshold=at_threshold(pred["labels"], pred["scores"], calibration["threshold"]),
         test_images=len(test_set),
     )
 
@@ -312,18 +374,20 @@ def evaluate_multitask_run(model, record, root, device) -> dict:
     test = read_coco(_coco_root(root, "test") / "annotations" / "test.json")
     preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl.image_size), device=device)
     metrics = mtl.evaluate(preds, len(record["mtl"]["class_names"]) - 1)
-    return dict(metrics=metrics, threshold=None, map_range=[0.0, 1.0], test_images=len(preds))
+    return dict(metrics=metrics, threshold=None, test_images=len(preds))
 
 
 def metrics_markdown(result, record) -> str:
     "The metrics of `cad-nb test` as a Markdown table with a line on the run."
     what = f"{record['method']} on {record.get('category') or Path(record['data_root']).name}"
     rows = "".join(f"| {k} | {v:.4f} |\n" for k, v in result["metrics"].items())
-    threshold = "none (one class only)" if result["threshold"] is None else f"{result['threshold']:.4g}"
-    return (
-        f"{what}: {result['test_images']} test images of {result['data_root']}; "
-        f"image-score threshold (best F1): {threshold}\n\n| metric | value |\n|---|---|\n{rows}"
+    text = (
+        f"{what}: {result['test_images']} test images of {result['data_root']}\n\n| metric | value |\n|---|---|\n{rows}"
     )
+    if result.get("threshold_rule"):
+        rows = "".join(f"| {k} | {v:.4f} |\n" for k, v in result["at_threshold"].items())
+        text += f"\nAt the run's threshold ({result['threshold_rule']}):\n\n| | |\n|---|---|\n{rows}"
+    return text
 
 
 def cmd_test(a, ap) -> int:
@@ -416,7 +480,7 @@ def remove_previous(out: Path):
     if not old.is_file():
         return
     with open(old, newline="") as f:
-        for row in csv.DictReader(f):
+        for row in csv.DictReader(line for line in f if not line.startswith("#")):
             for key in ("heatmap", "map"):
                 if row.get(key):
                     (out / row[key]).unlink(missing_ok=True)
@@ -427,8 +491,10 @@ def cmd_predict(a, ap) -> int:
     "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
     files = collect_images(a.images)
     record = load_run(a.run)
-    tested = json.loads((Path(a.run) / METRICS).read_text()) if (Path(a.run) / METRICS).is_file() else {}
-    threshold = a.threshold if a.threshold is not None else tested.get("threshold")
+    calibration = record.get("calibration") or dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
+    threshold = calibration["threshold"] if a.threshold is None else a.threshold
+    rule = calibration["rule"] if a.threshold is None else f"score >= {a.threshold:.4g} is anomalous (--threshold)"
+    low, high = calibration["map_range"]
     device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
     model = load_model(a.run, record, device)
     out = Path(a.out or Path(a.run) / "predictions")
@@ -436,6 +502,7 @@ def cmd_predict(a, ap) -> int:
     remove_previous(out)
     done, failed = 0, []
     with open(out / "predictions.csv", "w", newline="") as f:  # a row per image as it is done
+        f.write(f"# {rule}; heat maps on the run's scale {low:.4g} to {high:.4g}\n")
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for path, name in zip(files, output_names(files, a.images)):
@@ -448,8 +515,7 @@ def cmd_predict(a, ap) -> int:
             amap, score, predicted = predict_image(model, record, image, device)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             np.save(out / f"{name}.npy", amap.astype(np.float32))
-            low, high = tested.get("map_range") or (float(amap.min()), float(amap.max()))
-            Image.fromarray(heat_overlay(image, amap, low, high)).save(out / f"{name}_heatmap.png")
+            Image.fromarray(heat_panel(image, amap, low, high)).save(out / f"{name}_heatmap.png")
             decision = "" if threshold is None else int(score >= threshold)
             writer.writerow(
                 dict(
@@ -537,7 +603,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run folder written by cad-nb train")
     p.add_argument("--images", required=True, help="a folder, a glob pattern (quoted) or one image file")
     p.add_argument("--out", help="output folder (default <run>/predictions)")
-    p.add_argument("--threshold", type=float, help="image-score threshold (default: the one cad-nb test chose)")
+    p.add_argument(
+        "--threshold", type=float, help="image-score threshold (default: the run's, from held-out good images)"
+    )
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting)")
     p.set_defaults(handler=cmd_predict)
     add_data_command(sub)
@@ -566,9 +634,16 @@ def _on_sigterm():
     return signal.signal(signal.SIGTERM, _terminate)
 
 
+def _warn_in_one_line(message, category, filename, lineno, file=None, line=None):
+    "A warning as the command line shows it: one line on stderr, without the library's source line."
+    print("cad-nb: warning: " + " ".join(str(message).split()), file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    "Entry point of `cad-nb` and of `python -m cad_nb.cli` (so of torchrun); every error is one line on stderr."
-    a, previous = None, _on_sigterm()
+    """Entry point of `cad-nb` and of `python -m cad_nb.cli` (so of torchrun); every error and warning is one line on
+    stderr."""
+    a, previous, shown = None, _on_sigterm(), warnings.showwarning
+    warnings.showwarning = _warn_in_one_line
     try:
         ap = make_parser()
         a = ap.parse_args(argv)
@@ -592,6 +667,7 @@ def main(argv=None) -> int:
     except Exception as e:
         return _fail(f"{type(e).__name__}: {e}", 1)
     finally:
+        warnings.showwarning = shown
         cleanup_distributed()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

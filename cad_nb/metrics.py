@@ -299,22 +299,22 @@ class MetricAccumulator:
             aupro=lambda: pool_aupro(pool, self.fpr_limit),
             pro_3cad=lambda: _mean_release_pro(self.release_pro),
         )
-        return {name: _value_or_nan(name, fn, on_undefined) for name, fn in metrics.items()}
+        values, why = {}, {}
+        for name, fn in metrics.items():
+            try:
+                values[name] = fn()
+            except MetricError as e:
+                if on_undefined == "raise":
+                    raise
+                values[name], why[name] = float("nan"), str(e)
+        if why:  # one line for all of them (a split of good images only leaves every metric undefined)
+            warnings.warn(f"{', '.join(why)} set to NaN: {'; '.join(dict.fromkeys(why.values()))}", stacklevel=2)
+        return values
 
 
 def _mean_release_pro(values) -> float:
     _need(len(values) > 0, "PRO (3CAD release) is undefined: there is no defective image")
     return float(np.mean(values))
-
-
-def _value_or_nan(name, fn, on_undefined):
-    try:
-        return fn()
-    except MetricError as e:
-        if on_undefined == "raise":
-            raise
-        warnings.warn(f"{name} set to NaN: {e}", stacklevel=3)
-        return float("nan")
 
 # %% ../nbs/05_metrics.ipynb #de37f88c
 def _pool_of(masks, maps) -> PixelPool:

@@ -33,7 +33,7 @@ class RunError(Exception):
         self.code = code
 
 # %% ../nbs/09a_runs.ipynb #9f934810
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: an anomaly run records its calibration (threshold, heat-map scale)
 RUN_FILE, CHECKPOINT, METRICS = "run.json", "checkpoint.pt", "metrics.json"
 
 
@@ -87,7 +87,8 @@ def run_record(method, cfg, data_root, category, weights, image_size, **extra) -
 
 def run_identity(record) -> dict:
     "What must match for a rerun to resume a run: version, method, data, and the settings its method depends on."
-    names = get_method(record["method"]).identity()
+    method = get_method(record["method"])
+    names = (*method.identity(), "calibration.holdout") if method.kind == "anomaly" else method.identity()
     settings = {k: v for k, v in record["settings"].items() if k in names or k.split(".")[0] in names}
     keys = ("format", "cad_nb", "method", "category", "data_root", "mtl")
     flat = dict(settings, **{k: record.get(k) for k in keys})

@@ -12,9 +12,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
-           'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings', 'DeSTSegSettings',
-           'MultiTaskSettings', 'SettingsError', 'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key',
-           'find_settings', 'Profile', 'load_profile', 'ini_text', 'describe']
+           'CalibrationSettings', 'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings',
+           'DeSTSegSettings', 'MultiTaskSettings', 'SettingsError', 'register_settings', 'all_keys', 'coerce',
+           'suggest', 'check_key', 'find_settings', 'Profile', 'load_profile', 'ini_text', 'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -69,6 +69,15 @@ class MapSettings:
     sigma: float = 4.0  # the blur's sigma in pixels (4 at 256 px)
     padding: str = "reflect"  # scipy's names: reflect | mirror | nearest | constant
     align_corners: bool = True
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """How `cad-nb train` sets a run's decision threshold and heat-map colour scale: from good training images that
+    it holds out and never trains on, never from the test split."""
+
+    holdout: float = 0.1  # share of the training images held out (seeded); too few to spare: the training images
+    quantile: float = 0.99  # the threshold: this quantile of the held-out images' scores
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,7 @@ SECTIONS: dict[str, type] = dict(
     teacher=TeacherSettings,
     synthesis=SynthesisSettings,
     maps=MapSettings,
+    calibration=CalibrationSettings,
     cfrg=CFRGSettings,
     rd=RDSettings,
     padim=PaDiMSettings,

@@ -193,7 +193,8 @@ class TextureSource:
             if self.files is not None
             else f"anomaly textures: no dtd_root given, using the {len(self)} embedded textures "
             "(scikit-image photographs "
-            "and procedural patterns); pass dtd_root=<DTD folder> for the papers' setting"
+            "and procedural patterns); for the papers' setting give a DTD folder: --set synthesis.textures=dtd "
+            "--set synthesis.dtd_root=DIR on the command line (settings.ini alike), dtd_root=DIR in Python"
         )
 
     def __len__(self):

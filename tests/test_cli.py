@@ -109,17 +109,67 @@ def test_test_then_predict_a_folder_with_a_corrupt_file(run, smoke_benchmark, tm
     code, out, err = cli("predict", "--run", run, "--images", images, "--out", tmp_path / "pred")
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 2 and "broken.png" in lines[0] and "1 of 3 images could not be read" in lines[1]
-    table = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    table = pd.read_csv(tmp_path / "pred" / "predictions.csv", skiprows=1)
     assert [Path(p).name for p in table.path] == ["a.png", "b_small.jpg"]
     assert set(table.anomalous) <= {0, 1} and np.isfinite(table.score).all()
     for path, heat, amap in zip(table.path, table.heatmap, table["map"]):
         size = Image.open(path).size
-        assert Image.open(tmp_path / "pred" / heat).size == size
+        width, height = Image.open(tmp_path / "pred" / heat).size           # image | heat map | colour bar
+        assert height == size[1] and width > 2 * size[0]
         assert np.load(tmp_path / "pred" / amap).shape == size[::-1]          # the map at the image's own size
     code, _, err = cli("predict", "--run", run, "--images", images / "*.jpg", "--threshold", "-1")
     assert code == 0, err
-    assert pd.read_csv(run / "predictions" / "predictions.csv").anomalous.tolist() == [1]
+    assert pd.read_csv(run / "predictions" / "predictions.csv", skiprows=1).anomalous.tolist() == [1]
 
+
+
+def test_threshold_and_heat_scale_are_fixed_at_training_from_held_out_good_images(smoke_benchmark, tmp_path):
+    """The decision threshold and the heat maps' colour scale come from good training images held out of training,
+    before any test image is seen: `test` measures the threshold and never moves it, `predict` draws the same picture
+    whether or not the run was tested, and a test split of good images only warns in one line."""
+    data, run = tmp_path / "data", tmp_path / "rd"
+    shutil.copytree(smoke_benchmark, data)
+    code, _, err = cli(*train_args(data, run, "--set", "calibration.holdout=0.5"))
+    assert code == 0, err
+    record = json.loads((run / "run.json").read_text())
+    calibration = record["calibration"]
+    assert (record["train_images"], record["held_out_images"], calibration["images"]) == (5, 5, 5)
+    assert "the 0.99 quantile of the image scores of 5 good training images held out of training" in calibration["rule"]
+    low, high = calibration["map_range"]
+    assert calibration["scores"]["min"] <= calibration["threshold"] <= calibration["scores"]["max"] and low < high
+    category = record["category"]
+    images = tmp_path / "images"; images.mkdir()
+    for p in sorted((data / category / "test").rglob("*.png"))[::4]:
+        shutil.copy(p, images / f"{p.parent.name}_{p.name}")
+    code, _, err = cli("predict", "--run", run, "--images", images, "--out", tmp_path / "before")
+    assert code == 0, err
+    header = (tmp_path / "before" / "predictions.csv").read_text().splitlines()[0]
+    assert header.startswith("# " + calibration["rule"]) and "heat maps on the run's scale" in header
+    for folder in (data / category / "test").iterdir():        # the test split: good images only
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    shutil.rmtree(data / category / "ground_truth", ignore_errors=True)
+    code, _, err = cli("test", "--run", run)
+    assert code == 0, err
+    warned = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(warned) == 1 and "set to NaN" in warned[0] and "Traceback" not in err, err
+    tested = json.loads((run / "metrics.json").read_text())
+    assert (tested["threshold"], tested["threshold_rule"]) == (calibration["threshold"], calibration["rule"])
+    assert 0 <= tested["at_threshold"]["good_flagged"] <= 1
+    code, _, err = cli("predict", "--run", run, "--images", images, "--out", tmp_path / "after")
+    assert code == 0, err
+    before, after = (pd.read_csv(tmp_path / d / "predictions.csv", skiprows=1) for d in ("before", "after"))
+    assert before.anomalous.tolist() == after.anomalous.tolist()
+    for heat in before.heatmap:                                  # one scale per run: the same picture
+        assert (tmp_path / "before" / heat).read_bytes() == (tmp_path / "after" / heat).read_bytes()
+
+
+def test_too_few_training_images_to_spare_calibrate_on_the_training_images(run, smoke_benchmark, tmp_path):
+    record = json.loads((run / "run.json").read_text())
+    assert (record["train_images"], record["held_out_images"]) == (10, 0)
+    assert "the 10 training images themselves (too few to hold any out)" in record["calibration"]["rule"]
+    code, _, err = cli(*train_args(smoke_benchmark, tmp_path / "bad", "--set", "calibration.holdout=1.5"))
+    assert code == 2 and "calibration.holdout = 1.5: a share of the training images in [0, 1)" in one_line(err)
 
 BAD_TRAIN = [
     (["--method", "patchcore"], 2, "unknown method 'patchcore'; registered: CFRG, RD, PaDiM"),
@@ -192,7 +242,7 @@ def test_multitask_train_test_predict(tmp_path):
     assert {"accuracy", "map50", "miou"} <= set(json.loads((run / "metrics.json").read_text())["metrics"])
     code, out, err = cli("predict", "--run", run, "--images", root / "images" / "test")
     assert code == 0, err
-    table = pd.read_csv(run / "predictions" / "predictions.csv")
+    table = pd.read_csv(run / "predictions" / "predictions.csv", skiprows=1)
     assert len(table) == len(list((root / "images" / "test").iterdir())) and table.predicted_class.notna().all()
 
 
@@ -254,7 +304,7 @@ def test_padim_is_fitted_checkpointed_and_reloaded(smoke_benchmark, tmp_path):
         shutil.copy(source, tmp_path / folder / "part.png")
     code, _, err = cli("predict", "--run", run, "--images", tmp_path / "*" / "part.png")
     assert code == 0, err
-    table = pd.read_csv(run / "predictions" / "predictions.csv")
+    table = pd.read_csv(run / "predictions" / "predictions.csv", skiprows=1)
     assert table["map"].tolist() == ["a/part.npy", "b/part.npy"] and table.score[0] == table.score[1]   # the tree, mirrored
 
 
@@ -280,7 +330,7 @@ def test_test_labels_come_from_the_folders_not_the_resized_masks(smoke_benchmark
     assert code == 0, err
     result = json.loads((run / "metrics.json").read_text())
     assert np.isfinite(result["metrics"]["i_auroc"])          # labels read off the emptied masks: every image "good", I-AUROC undefined
-    assert result["threshold"] is not None                    # both classes present
+    assert 0 <= result["at_threshold"]["defective_found"] <= 1  # both classes present
     assert result["metrics"]["p_auroc"] is None               # the pixel metrics do see no defect pixel (NaN, written as null)
 
 
@@ -328,7 +378,7 @@ def test_predict_mirrors_the_input_tree_and_writes_the_csv_as_it_goes(run, smoke
         shutil.copy(source[k], images / rel)
     code, _, err = cli("predict", "--run", run, "--images", images, "--out", out)
     assert code == 0, err
-    table = pd.read_csv(out / "predictions.csv")
+    table = pd.read_csv(out / "predictions.csv", skiprows=1)
     assert list(table.heatmap) == ["line1/000_heatmap.png", "line2/000_heatmap.png", "line2/001_heatmap.png"]
     assert all((out / h).is_file() for h in table.heatmap) and all((out / m).is_file() for m in table["map"])
     real, calls = cli_module.predict_image, []
@@ -339,7 +389,7 @@ def test_predict_mirrors_the_input_tree_and_writes_the_csv_as_it_goes(run, smoke
     monkeypatch.setattr(cli_module, "predict_image", interrupted_at_the_third)
     code, _, err = cli("predict", "--run", run, "--images", images, "--out", out)
     assert code == 130 and "predictions.csv lists the images done so far" in one_line(err)
-    assert len(pd.read_csv(out / "predictions.csv")) == 2                     # the rows done before the interrupt
+    assert len(pd.read_csv(out / "predictions.csv", skiprows=1)) == 2                     # the rows done before the interrupt
     assert not (out / "line2/001_heatmap.png").exists()                        # the previous run's files went first
 
 

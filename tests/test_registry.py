@@ -75,7 +75,7 @@ def test_a_registered_method_trains_tests_and_predicts(tiny, smoke_benchmark, tm
     images = smoke_benchmark / category / "test"
     code, out, err = cli("predict", "--run", run, "--images", images, "--out", tmp_path / "pred")
     assert code == 0, err
-    table = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    table = pd.read_csv(tmp_path / "pred" / "predictions.csv", skiprows=1)
     assert len(table) == len(list(images.rglob("*.png"))) and table.score.notna().all()
     code, out, err = cli("train", "--method", "tiny", "--data-root", smoke_benchmark, "--category", category,
                          "--out", run, *common, "--set", "tiny.epochs=4")
