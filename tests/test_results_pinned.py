@@ -5,7 +5,11 @@ were reproduced bit for bit after it. They were recorded once more with the one 
 old `fit` wrapped each epoch's DataLoader in tqdm.auto, which opens an iterator of its own on construction, so the
 shuffling of every CFRG and RD epoch came from the second draw of the epoch's generator. With that extra iterator
 put back, the new loop gives the old figures to the last bit; DeSTSeg, PaDiM and the multi-task run did not move. Bit-equality holds for one thread and the library versions of the recording
-(torch below); with another torch the same code may move the last digits, and the test then allows 0.05.
+(torch below) on one kind of CPU: torch picks its vector kernels for the processor (`cpu_capability`), and on
+another kind the same code, torch and thread count moves the pixel metrics in the last digits (the recording made
+on the previous machine differs from this one's by at most 1.3e-3, in 25 of the 46 figures; every I-AUROC and the
+multi-task figures were equal), so the test is exact only where torch and the CPU kernels are the recording's,
+and allows 0.05 otherwise.
 Re-record on purpose only: python tests/benchmarks/record_results.py --profile smoke --out tests/data/smoke_results.json
 """
 import importlib.util
@@ -28,7 +32,8 @@ def _record_results():
 
 def test_smoke_metrics_equal_the_pinned_ones():
     found = _record_results().record("smoke", categories=2, multitask=True)
-    tolerance = 1e-12 if torch.__version__ == PINNED["torch"] else 0.05
+    same = (torch.__version__, torch.backends.cpu.get_cpu_capability()) == (PINNED["torch"], PINNED["cpu_capability"])
+    tolerance = 1e-12 if same else 0.05
     assert found["metrics"].keys() == PINNED["metrics"].keys()
     for key, metrics in PINNED["metrics"].items():
         for name, value in metrics.items():

@@ -51,7 +51,13 @@ def record(profile: str, categories: int, multitask: bool) -> dict:
         cfg = load_profile(profile, sets={"runtime.run_dir": runs, "runtime.threads": 1, "mtl.threads": 1})
         found = anomaly_rows(cfg, categories)
         if multitask: found.update(multitask_rows(cfg))
-    return dict(profile=profile, torch=torch.__version__, threads=1, metrics=found)
+    return dict(
+        profile=profile,
+        torch=torch.__version__,
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),  # the vector kernels torch picked (AVX2, AVX512, ...)
+        threads=1,
+        metrics=found,
+    )
 
 
 def compare(before: dict, after: dict) -> int:
