@@ -2,7 +2,7 @@
 
 - the index page is README.md;
 - one page per notebook of nbs/, in reading order, rendered from its committed outputs (mkdocs-jupyter does not
-  execute them); progress bars written to stderr are dropped on the way;
+  execute them); progress bars written to stderr are dropped on the way, a repeated warning is shown once;
 - figures/*.png, for markdown that shows them;
 - one API page per module of cad_nb (mkdocstrings), linked to the notebook that defines it.
 
@@ -65,15 +65,36 @@ def api_modules() -> list[str]:
 
 
 def without_progress(nb: dict) -> dict:
-    "The notebook without stderr stream outputs that are progress bars."
+    """The notebook without stderr stream outputs that are progress bars, and each cell's stderr shown once per
+    distinct message (a warning repeated by a loop is one line and a count, not a screenful)."""
     for cell in nb["cells"]:
         if "outputs" in cell:
-            cell["outputs"] = [
-                o
-                for o in cell["outputs"]
-                if not (o.get("name") == "stderr" and PROGRESS.search("".join(o.get("text", ""))))
-            ]
+            cell["outputs"] = once_each([o for o in cell["outputs"] if not is_progress(o)])
     return nb
+
+
+def is_progress(output: dict) -> bool:
+    "Whether an output is a progress bar written to stderr."
+    return output.get("name") == "stderr" and bool(PROGRESS.search("".join(output.get("text", ""))))
+
+
+def once_each(outputs: list[dict]) -> list[dict]:
+    "The outputs with each stderr message kept at its first appearance; a note says how many repeats were left out."
+    seen, kept, repeats = set(), [], 0
+    for output in outputs:
+        if output.get("name") != "stderr":
+            kept.append(output)
+            continue
+        text = "".join(output.get("text", ""))
+        if text in seen:
+            repeats += 1
+            continue
+        seen.add(text)
+        kept.append(output)
+    if repeats:
+        note = f"[the site shows each stderr message of this cell once: {repeats} repeats left out]\n"
+        kept.append(dict(output_type="stream", name="stderr", text=[note]))
+    return kept
 
 
 def api_page(module: str, source: str | None) -> str:

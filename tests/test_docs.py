@@ -54,10 +54,8 @@ def parse(page: Path) -> Links:
     return links
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    "The site, built as `make docs` builds it (strict: a broken markdown link or a docstring warning fails)."
-    out = tmp_path_factory.mktemp("site")
+def build(out: Path) -> Path:
+    "The site, built into `out` as `make docs` builds it (strict: a broken markdown link or a docstring warning fails)."
     cmd = [sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "--site-dir", str(out)]
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1", PYTHONPATH=str(ROOT))
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -79,7 +77,7 @@ def resolve(site: Path, page: Path, target: str) -> tuple[Path, str]:
     return (path / "index.html" if path.is_dir() else path), unquote(parts.fragment)
 
 
-def test_every_notebook_and_module_has_a_page(site):
+def check_every_notebook_and_module_has_a_page(site):
     assert (site / "index.html").is_file()
     for nb in hooks.notebooks():
         assert (site / "nbs" / f"{nb.stem}.html").is_file(), nb.name
@@ -88,7 +86,7 @@ def test_every_notebook_and_module_has_a_page(site):
         assert f"cad_nb.{module}" in page, module
 
 
-def test_navigation_in_reading_order(site):
+def check_navigation_in_reading_order(site):
     nav = parse(site / "index.html").targets
     pages = [t for t in nav if t.startswith("nbs/")]
     order = list(dict.fromkeys(pages))
@@ -97,7 +95,7 @@ def test_navigation_in_reading_order(site):
     assert order == expected
 
 
-def test_internal_links_resolve(site):
+def check_internal_links_resolve(site):
     pages = sorted(site.rglob("*.html"))
     parsed = {p.resolve(): parse(p) for p in pages}
     broken = []
@@ -111,7 +109,7 @@ def test_internal_links_resolve(site):
     assert not broken, "\n".join(broken[:40])
 
 
-def test_pages_show_figures_without_noise(site):
+def check_pages_show_figures_without_noise(site):
     assert parse(site / "nbs" / "06_cfrg.html").images >= 1  # the figure of CFRG's maps
     committed_images = sum(
         "image/png" in o.get("data", {})
@@ -126,6 +124,15 @@ def test_pages_show_figures_without_noise(site):
         assert str(ROOT) not in text and "cad_nb_docs_" not in text, f"{page.name}: a machine path"
 
 
+def test_site(tmp_path):
+    "One build (about 40 s on 2 cores), every check on it; one test, so that pytest -n 2 builds it once."
+    site = build(tmp_path / "site")
+    check_every_notebook_and_module_has_a_page(site)
+    check_navigation_in_reading_order(site)
+    check_internal_links_resolve(site)
+    check_pages_show_figures_without_noise(site)
+
+
 def test_progress_bars_are_dropped():
     bar = "RD 1/30:  35%|███▌      | 7/20 [00:01<00:02, 5.1it/s]\r"
     outputs = [
@@ -135,3 +142,13 @@ def test_progress_bars_are_dropped():
     ]
     nb = hooks.without_progress(dict(cells=[dict(cell_type="code", source=[], outputs=outputs)]))
     assert [o["text"][0] for o in nb["cells"][0]["outputs"]] == ["UserWarning: a warning stays\n", "a result stays\n"]
+
+
+def test_repeated_warnings_are_shown_once():
+    warning = dict(output_type="stream", name="stderr", text=["Unexpected keys found while loading\n"])
+    result = dict(output_type="stream", name="stdout", text=["done\n"])
+    nb = hooks.without_progress(
+        dict(cells=[dict(cell_type="code", source=[], outputs=[warning, warning, result, warning])])
+    )
+    texts = [o["text"][0] for o in nb["cells"][0]["outputs"]]
+    assert texts[:2] == ["Unexpected keys found while loading\n", "done\n"] and "2 repeats" in texts[2]
