@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
 
-.PHONY: reproduce real-data test export sync-check lint pytest nbtest clean-nbs venv
+.PHONY: reproduce real-data test export sync-check lint pytest nbtest clean-nbs venv docs
 
 venv: $(STAMP)
 
@@ -54,6 +54,11 @@ pytest: $(STAMP)
 
 nbtest: $(STAMP)
 	$(BIN)/nbdev-test --n-workers 2
+
+## The documentation site, into _site/ (mkdocs.yml, docs/hooks.py): README, every notebook with its committed outputs
+## (not executed), the API of each module; open _site/index.html, or `$(BIN)/mkdocs serve` to browse as you edit.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 export: $(STAMP)
 	$(BIN)/nbdev-export
