@@ -31,13 +31,13 @@ def _tags(cell) -> list[str]:
 
 def has_parameters_cell(path) -> bool:
     "True if the notebook at `path` has a cell tagged `parameters`."
-    cells = json.loads(Path(path).read_text())["cells"]
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
     return any("parameters" in _tags(c) for c in cells)
 
 
 def needed_datasets(path) -> list[str]:
     "The public datasets a notebook needs: the tags `needs:NAME` of its parameters cell."
-    cells = json.loads(Path(path).read_text())["cells"]
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
     tags = [t for c in cells if "parameters" in _tags(c) for t in _tags(c)]
     return [t.split(":", 1)[1] for t in tags if t.startswith("needs:")]
 
