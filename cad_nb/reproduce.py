@@ -6,34 +6,39 @@ manifest, and keeps going when one notebook fails."""
 
 # %% ../nbs/99_reproduce.ipynb #01480130
 from __future__ import annotations
-import argparse, configparser, json, os, re, sys, time
+import argparse, configparser, importlib.util, json, os, re, sys, time
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-import nbformat
-
 from .core import device_name, get_device, git_commit
 from .settings import SettingsError, find_settings, ini_text, load_profile
 from .public import RECORD, get_spec
+from .runs import RunError
 
 # %% auto #0
-__all__ = ['PROVENANCE', 'PATH_SETTINGS', 'has_parameters_cell', 'needed_datasets', 'missing_datasets', 'skip_line',
-           'experiment_notebooks', 'package_dir', 'is_installed_settings', 'find_nbs_dir', 'run_notebook',
-           'strip_progress', 'relative_paths', 'quiet_outputs', 'save_documentation', 'write_run_settings', 'reproduce',
+__all__ = ['NOTEBOOK_TOOLS', 'REPRODUCE_EXTRA', 'PROVENANCE', 'PATH_SETTINGS', 'has_parameters_cell', 'needed_datasets',
+           'missing_datasets', 'skip_line', 'experiment_notebooks', 'package_dir', 'is_installed_settings',
+           'find_nbs_dir', 'missing_notebook_tools', 'check_notebook_tools', 'run_notebook', 'strip_progress',
+           'relative_paths', 'quiet_outputs', 'save_documentation', 'write_run_settings', 'reproduce',
            'add_reproduce_command', 'run_reproduce', 'main']
 
 # %% ../nbs/99_reproduce.ipynb #762327e4
+def _tags(cell) -> list[str]:
+    "The tags of a notebook cell (a dict of the notebook's JSON)."
+    return cell.get("metadata", {}).get("tags", [])
+
+
 def has_parameters_cell(path) -> bool:
     "True if the notebook at `path` has a cell tagged `parameters`."
-    nb = nbformat.read(path, as_version=4)
-    return any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells)
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    return any("parameters" in _tags(c) for c in cells)
 
 
 def needed_datasets(path) -> list[str]:
     "The public datasets a notebook needs: the tags `needs:NAME` of its parameters cell."
-    nb = nbformat.read(path, as_version=4)
-    tags = [t for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []) for t in c.metadata.tags]
+    cells = json.loads(Path(path).read_text(encoding="utf-8"))["cells"]
+    tags = [t for c in cells if "parameters" in _tags(c) for t in _tags(c)]
     return [t.split(":", 1)[1] for t in tags if t.startswith("needs:")]
 
 
@@ -82,6 +87,32 @@ def find_nbs_dir(settings=None) -> Path:
         if nbs.is_dir():
             return nbs
     raise FileNotFoundError(f"no nbs/ folder beside {find_settings(settings)} nor in the package at {package_dir()}")
+
+# %% ../nbs/99_reproduce.ipynb #3d582680
+# import name -> distribution: what `cad-nb reproduce` and the shipped notebooks import beyond the runtime dependencies
+NOTEBOOK_TOOLS = {
+    "papermill": "papermill",
+    "ipykernel": "ipykernel",
+    "nbformat": "nbformat",
+    "fastcore": "fastcore",
+    "cv2": "opencv-python-headless",
+}
+REPRODUCE_EXTRA = "pip install 'cad_nb[reproduce]'"
+
+
+def missing_notebook_tools(tools=None) -> list[str]:
+    "The distributions of `tools` (import name -> distribution; default `NOTEBOOK_TOOLS`) this Python cannot import."
+    tools = NOTEBOOK_TOOLS if tools is None else tools
+    return [dist for name, dist in tools.items() if importlib.util.find_spec(name) is None]
+
+
+def check_notebook_tools(tools=None):
+    "Raise a one-line `RunError` (exit code 2) naming the install command when a notebook tool is missing."
+    missing = missing_notebook_tools(tools)
+    if missing:
+        raise RunError(
+            f"cad-nb reproduce needs the notebook tools: {REPRODUCE_EXTRA} (missing: {', '.join(missing)})", 2
+        )
 
 # %% ../nbs/99_reproduce.ipynb #7315af8a
 @contextmanager
@@ -159,7 +190,7 @@ def relative_paths(text: str, roots: dict) -> str:
     return text
 
 
-def quiet_outputs(nb, roots=None) -> nbformat.NotebookNode:
+def quiet_outputs(nb, roots=None):
     """`nb` with the progress bars taken out of its stderr outputs (an output left empty goes), the folders of
     `roots` written short."""
     for c in nb.cells:
@@ -180,6 +211,8 @@ PROVENANCE = "*This copy carries the outputs of "  # how the one provenance note
 def save_documentation(executed, target, note: str, roots=None) -> Path:
     """Copy the executed notebook over `target`: papermill's injected cell turned into the markdown `note` (an older
     note dropped), progress bars left out, `roots` written short."""
+    import nbformat
+
     nb = quiet_outputs(nbformat.read(executed, as_version=4), roots)
     nb.cells = [c for c in nb.cells if not (c.cell_type == "markdown" and c.source.startswith(PROVENANCE))]
     for i, c in enumerate(nb.cells):
@@ -248,7 +281,8 @@ def reproduce(
 ) -> dict:
     """Run the experiment notebooks under `profile` (`jobs` at a time); return the manifest (also written to `out`
     or the profile's out_dir). Real-data notebooks run when `real_data` (or the profile's real_data_root) holds
-    what they need, else are skipped in one line."""
+    what they need, else are skipped in one line. A one-line `RunError` when the notebook tools are missing."""
+    check_notebook_tools()
     from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
 
@@ -399,4 +433,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="cad-nb", description="Reproduce the cad_nb tables and figures.")
     add_reproduce_command(ap.add_subparsers(dest="command", required=True))
     a = ap.parse_args(argv)
-    return a.handler(a, ap)
+    try:
+        return a.handler(a, ap)
+    except RunError as e:  # the notebook tools missing: one line, as `cad-nb reproduce` says it
+        print(f"cad-nb: error: {e}", file=sys.stderr)
+        return e.code

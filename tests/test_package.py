@@ -1,16 +1,34 @@
 "The installed package: importable without nbdev, profiles available outside a checkout, in sync with nbs/."
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted(p.stem for p in (REPO / "cad_nb").glob("*.py") if not p.stem.startswith("_"))
 
 
+NOTEBOOK_MACHINERY = ["nbdev", "fastcore", "papermill", "ipykernel", "nbformat", "nbclient", "jupyter_client", "cv2"]
+
+
 def test_every_module_imports_without_nbdev_or_fastcore(tmp_path):
-    code = ("import sys; sys.modules['nbdev'] = None; sys.modules['fastcore'] = None\n"
-            + "".join(f"import cad_nb.{m}\n" for m in MODULES))
+    "Nor papermill, ipykernel, nbformat or OpenCV: `pip install cad_nb` brings none of them (the `reproduce` extra)."
+    code = ("import sys\n" + "".join(f"sys.modules[{n!r}] = None\n" for n in NOTEBOOK_MACHINERY)
+            + "".join(f"import cad_nb.{m}\n" for m in MODULES)
+            + "import cad_nb.cli; cad_nb.cli.make_parser()\n")
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
+
+
+def test_reproduce_extra_is_what_the_check_names():
+    "The `reproduce` extra of pyproject.toml and `cad_nb.reproduce.NOTEBOOK_TOOLS` list the same distributions."
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    from cad_nb.reproduce import NOTEBOOK_TOOLS
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0] for r in extras["reproduce"]}
+    assert names == set(NOTEBOOK_TOOLS.values())
+    assert "cad_nb[reproduce]" in extras["dev"]
 
 
 def test_profiles_found_outside_a_checkout(tmp_path):
