@@ -10,16 +10,9 @@ import argparse, csv, glob, json, os, signal, sys, warnings
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
 
-from . import __version__, mtl
-from .registry import get_method, load_plugins, method_names
-from .runner import category_datasets, check_profile, make_teacher, train_method
-from .coba import WEIGHTINGS, TaskScheduler
-from .core import get_device, seed_everything
-from .settings import Profile, SettingsError, describe, load_profile
+from . import __version__, public
+from .core import RunError, get_device, seed_everything
 from cad_nb.data import (
     IMAGE_SUFFIXES,
     AnomalyDataset,
@@ -31,42 +24,17 @@ from cad_nb.data import (
     read_coco,
     resize_image,
 )
+from .registry import BUILT_IN, get_method, load_plugins
 from .reproduce import add_reproduce_command
-from cad_nb.runs import (
-    CHECKPOINT,
-    METRICS,
-    RunError,
-    build_model,
-    finish_run,
-    is_multitask,
-    load_model,
-    load_run,
-    mark_run,
-    run_lock,
-    run_profile,
-    run_record,
-    start_run,
-    utc_timestamp,
-    write_json,
-)
+from .settings import Profile, SettingsError, describe, load_profile
 from .viz import heat_panel, heat_range
-from . import public
-from cad_nb.train import (
-    autocast,
-    cleanup_distributed,
-    is_main_process,
-    run_signature,
-    save_checkpoint,
-    setup_distributed,
-    unwrap,
-)
 
 # %% auto #0
 __all__ = ['MIN_HELD_OUT', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'calibration_split', 'calibrate',
-           'train_anomaly', 'train_multitask_run', 'check_before_training', 'cmd_train', 'at_threshold',
-           'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test', 'collect_images',
-           'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict', 'cmd_data',
-           'add_data_command', 'make_parser', 'Terminated', 'main']
+           'train_anomaly', 'check_multitask_options', 'train_multitask_run', 'check_before_training', 'cmd_train',
+           'at_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test',
+           'collect_images', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict',
+           'cmd_data', 'add_data_command', 'make_parser', 'Terminated', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(RunError):
@@ -96,6 +64,7 @@ def apply_sets(cfg: Profile, pairs) -> Profile:
 # %% ../nbs/09_cli.ipynb #f23921e4
 def method_arg(text: str) -> str:
     "The registered method called `text` on the command line (any case); an argparse error naming the others."
+    load_plugins()  # methods of installed packages
     try:
         return get_method(text).name
     except ValueError as e:
@@ -166,6 +135,10 @@ def calibrate(model, method, images, cfg, device, held_out=True) -> dict:
 def train_anomaly(a, cfg, run_dir):
     """Train `a.method` on category `a.category` of `a.data_root` into `run_dir`, then calibrate it on the held-out
     images: (model, record, loss history)."""
+    from cad_nb.runner import category_datasets, make_teacher, train_method
+    from cad_nb.runs import CHECKPOINT, run_record, start_run
+    from cad_nb.train import is_main_process, run_signature, save_checkpoint, unwrap
+
     root, categories = _anomaly_root(a.data_root)
     _check_category(a.category, root, categories)
     every, _ = category_datasets(root, a.category, cfg.data.image_size, seed=cfg.runtime.seed)  # every training image
@@ -219,15 +192,35 @@ def _coco_root(path, split="train") -> Path:
     return root
 
 
+def check_multitask_options(a):
+    "Usage errors for a `--tasks`, `--weighting` or `--scheduler` the multi-task code does not know."
+    from cad_nb import mtl
+    from cad_nb.coba import WEIGHTINGS, TaskScheduler
+
+    for option, given, known in [
+        ("--tasks", a.tasks or [], mtl.TASKS),
+        ("--weighting", [a.weighting], list(WEIGHTINGS)),
+        ("--scheduler", [a.scheduler] if a.scheduler else [], TaskScheduler.policies),
+    ]:
+        for value in given:
+            if value not in known:
+                raise CliError(f"{option} {value}: choose from {', '.join(known)}", 2)
+
+
 def train_multitask_run(a, cfg, run_dir):
     "Train the multi-task model on the COCO folder `a.data_root` into `run_dir`: (model, record, loss history)."
+    import torch
+    from cad_nb import mtl
+    from cad_nb.coba import TaskScheduler
+    from cad_nb.runs import CHECKPOINT, build_model, run_record, start_run
+
     root = _coco_root(a.data_root)
     train = read_coco(root / "annotations" / "train.json")
     val_file = root / "annotations" / "val.json"
     val = read_coco(val_file) if val_file.is_file() else train
     options = dict(
         backbone=a.backbone or cfg.mtl.backbones[0],
-        tasks=list(a.tasks),
+        tasks=list(a.tasks or mtl.TASKS),
         weighting=a.weighting,
         scheduler=a.scheduler,
         class_names=train.class_names,
@@ -259,7 +252,7 @@ def train_multitask_run(a, cfg, run_dir):
         val_sets,
         a.weighting,
         scheduler,
-        a.tasks,
+        a.tasks or mtl.TASKS,
         device=get_device(cfg.runtime.device),
         checkpoint=Path(run_dir) / CHECKPOINT,
         checkpoint_every=epoch_steps,
@@ -280,6 +273,8 @@ def _profile(name, sets) -> Profile:
 def check_before_training(a, cfg):
     """Usage errors for a profile that cannot run; the dataset check of the category (unless --skip-check), before
     any training."""
+    from cad_nb.runner import check_profile
+
     try:
         check_profile(cfg)
     except ValueError as e:
@@ -300,6 +295,9 @@ def check_before_training(a, cfg):
 
 def cmd_train(a, ap) -> int:
     "`cad-nb train`: one method on one category (or the multi-task model on a COCO folder), into a run folder."
+    from cad_nb.runs import finish_run, is_multitask, mark_run, run_lock
+    from cad_nb.train import cleanup_distributed, is_main_process, setup_distributed
+
     cfg = _profile(a.profile, a.set)
     if a.print_config:  # what the run would use, and from where
         print(describe(cfg, {n.split(".")[0] for n in get_method(a.method).identity()} | {"runtime"}))
@@ -307,23 +305,28 @@ def cmd_train(a, ap) -> int:
     if not Path(a.data_root).is_dir():
         raise CliError(f"--data-root {a.data_root} is not a folder", 2)
     multitask = is_multitask(a.method)
+    if multitask:
+        check_multitask_options(a)
     if a.stop_after is not None and (a.stop_after < 1 or multitask):
         raise CliError(f"--stop-after {a.stop_after}: a number of epochs >= 1, for epoch-trained methods", 2)
     what = Path(a.data_root).resolve().name if multitask else a.category
     run_dir = Path(a.out or Path("runs") / f"{a.method.lower()}_{what}")
     setup_distributed()
-    if not multitask:
-        check_before_training(a, cfg)
-    train = train_multitask_run if multitask else train_anomaly
-    with run_lock(run_dir):  # one train per folder
-        try:
-            model, record, history = train(a, cfg, run_dir)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so, the same command resumes
-            mark_run(run_dir, "interrupted")
-            raise
-        record = finish_run(run_dir, model, record, history)
-    if is_main_process():
-        print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
+    try:
+        if not multitask:
+            check_before_training(a, cfg)
+        train = train_multitask_run if multitask else train_anomaly
+        with run_lock(run_dir):  # one train per folder
+            try:
+                model, record, history = train(a, cfg, run_dir)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: run.json says so, the same command resumes
+                mark_run(run_dir, "interrupted")
+                raise
+            record = finish_run(run_dir, model, record, history)
+        if is_main_process():
+            print(f"{a.method}: {record['status']} -> {run_dir} (weights: {record['weights']})")
+    finally:
+        cleanup_distributed()
     return 0
 
 # %% ../nbs/09_cli.ipynb #74491b6c
@@ -343,7 +346,10 @@ def at_threshold(labels, scores, threshold) -> dict:
 
 
 def evaluate_anomaly_run(model, record, root, device) -> dict:
-    "Metrics, threshold and map colour range of a 3C run on its category's test split under `root`."
+    "Metrics of a 3C run on its category's test split under `root`, and how the run's threshold does there."
+    from cad_nb.runner import category_datasets
+    from cad_nb.runs import run_profile
+
     cfg = run_profile(record)
     root, categories = _anomaly_root(root)
     if record["category"] not in categories:
@@ -370,6 +376,9 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
 
 def evaluate_multitask_run(model, record, root, device) -> dict:
     "Metrics of a multi-task run on annotations/test.json under `root`."
+    from cad_nb import mtl
+    from cad_nb.runs import run_profile
+
     cfg = run_profile(record)
     test = read_coco(_coco_root(root, "test") / "annotations" / "test.json")
     preds = mtl.predict(model, CocoMultiTaskDataset(test.samples, cfg.mtl.image_size), device=device)
@@ -392,6 +401,8 @@ def metrics_markdown(result, record) -> str:
 
 def cmd_test(a, ap) -> int:
     "`cad-nb test`: evaluate a run on its test split; metrics.json and metrics.md into the run folder."
+    from cad_nb.runs import METRICS, is_multitask, load_model, load_run, utc_timestamp, write_json
+
     record = load_run(a.run)
     if record.get("status") != "complete":  # a stopped or interrupted run: its last checkpoint is tested
         print(f"note: this run is {record.get('status')}: testing its last checkpoint", file=sys.stderr)
@@ -429,6 +440,8 @@ def collect_images(spec) -> list[Path]:
 
 def anomaly_maps(model, record, images):
     "Maps (B x S x S), image scores (B) and, for `mtl`, predicted class names of a batch of [0,1] images."
+    from cad_nb.runs import is_multitask
+
     if not is_multitask(record["method"]):
         maps, scores = model.predict(images)
         return maps, scores, [None] * len(images)
@@ -438,9 +451,12 @@ def anomaly_maps(model, record, images):
     return 1 - p_pixel[:, 0], 1 - p_class[:, 0], [names[i] for i in p_class.argmax(1).tolist()]
 
 
-@torch.no_grad()
 def predict_image(model, record, image, device):
     "(map at the image's own size, image score, predicted class or None) of one H x W x 3 uint8 image."
+    import torch
+    import torch.nn.functional as F
+    from cad_nb.train import autocast
+
     x = (
         torch.from_numpy(resize_image(image, record["image_size"]).copy())
         .permute(2, 0, 1)
@@ -448,7 +464,7 @@ def predict_image(model, record, image, device):
         .div(255)[None]
         .to(device)
     )
-    with autocast(device):
+    with torch.no_grad(), autocast(device):
         maps, scores, classes = anomaly_maps(model, record, x)
     full = F.interpolate(maps[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
     return full[0, 0].cpu().numpy(), float(scores[0]), classes[0]
@@ -489,6 +505,9 @@ def remove_previous(out: Path):
 
 def cmd_predict(a, ap) -> int:
     "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
+    from PIL import Image
+    from cad_nb.runs import load_model, load_run
+
     files = collect_images(a.images)
     record = load_run(a.run)
     calibration = record.get("calibration") or dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
@@ -564,13 +583,13 @@ def add_data_command(sub):
 # %% ../nbs/09_cli.ipynb #279f88f8
 def make_parser() -> argparse.ArgumentParser:
     "The `cad-nb` parser: reproduce, train, test, predict, data."
-    load_plugins()  # methods of installed packages
+    built_in = ", ".join(n for names in BUILT_IN.values() for n in names)  # no method is imported for --help
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
     ap.add_argument("--version", action="version", version=f"cad-nb {__version__}")
     sub = ap.add_subparsers(dest="command")
     add_reproduce_command(sub)
     t = sub.add_parser("train", help="train one method on one category of your data into a run folder")
-    t.add_argument("--method", required=True, type=method_arg, help=f"one of: {', '.join(method_names())}")
+    t.add_argument("--method", required=True, type=method_arg, help=f"one of: {built_in} or a plugin's")
     t.add_argument("--data-root", required=True, help="3CAD / MVTec AD folder (mtl: annotations/ + images/)")
     t.add_argument("--category", help="category folder under --data-root (not for mtl)")
     t.add_argument("--profile", default="cpu", help="settings.ini profile: smoke, cpu or paper (default cpu)")
@@ -589,9 +608,11 @@ def make_parser() -> argparse.ArgumentParser:
         "--skip-check", action="store_true", help="train without checking the category's images and masks first"
     )
     m = t.add_argument_group("multi-task model (--method mtl)")
-    m.add_argument("--tasks", nargs="+", choices=mtl.TASKS, default=list(mtl.TASKS), help="task mix (default all)")
-    m.add_argument("--weighting", choices=list(WEIGHTINGS), default="coba", help="loss weighting (default coba)")
-    m.add_argument("--scheduler", choices=TaskScheduler.policies, help="task scheduler (default: all tasks each step)")
+    m.add_argument("--tasks", nargs="+", help="task mix, of cls det seg (default all)")
+    m.add_argument("--weighting", default="coba", help="loss weighting: static, coba, dwa or uw (default coba)")
+    m.add_argument(
+        "--scheduler", help="task scheduler: round_robin, proportional or adaptive (default: all tasks each step)"
+    )
     m.add_argument("--backbone", help="timm backbone (default: the profile's first mtl.backbones)")
     t.set_defaults(handler=cmd_train)
     e = sub.add_parser("test", help="evaluate a run on its test split: metrics.json and metrics.md")
@@ -668,7 +689,6 @@ def main(argv=None) -> int:
         return _fail(f"{type(e).__name__}: {e}", 1)
     finally:
         warnings.showwarning = shown
-        cleanup_distributed()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['seed_everything', 'get_device', 'device_name', 'markdown_formats', 'save_table', 'save_figure', 'git_commit']
+__all__ = ['seed_everything', 'get_device', 'device_name', 'markdown_formats', 'save_table', 'save_figure', 'git_commit',
+           'RunError']
 
 # %% ../nbs/00_core.ipynb #cf8f1989
 def seed_everything(seed: int = 0) -> np.random.Generator:
@@ -86,3 +87,11 @@ def git_commit(folder=".") -> str:
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+# %% ../nbs/00_core.ipynb #26fafeb0
+class RunError(Exception):
+    "A failure reported in one line: `code` 2 for a usage error (a wrong argument, a missing install), 1 otherwise."
+
+    def __init__(self, message, code=1):
+        super().__init__(message)
+        self.code = code

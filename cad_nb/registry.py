@@ -10,9 +10,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
-from .metrics import evaluate
 from .settings import register_settings
-from .train import predict
 
 # %% auto #0
 __all__ = ['REGISTRY', 'BUILT_IN', 'score_set', 'Method', 'register_method', 'get_method', 'method_names', 'load_plugins']
@@ -21,6 +19,9 @@ __all__ = ['REGISTRY', 'BUILT_IN', 'score_set', 'Method', 'register_method', 'ge
 def score_set(model, dataset, cfg, device="cpu") -> tuple:
     """(predictions, metrics) of `model` on `dataset`; image labels are the dataset's (its folders), not read off
     resized masks."""
+    from cad_nb.metrics import evaluate
+    from cad_nb.train import predict  # torch: imported when a method is scored, not with the registry
+
     pred = predict(model, dataset, cfg.runtime.eval_batch_size, device, cfg.runtime.workers)
     return pred, evaluate(pred["masks"], pred["maps"], pred["scores"], on_undefined="nan", labels=pred["labels"])
 

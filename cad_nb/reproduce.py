@@ -14,7 +14,7 @@ from pathlib import Path
 from .core import device_name, get_device, git_commit
 from .settings import SettingsError, find_settings, ini_text, load_profile
 from .public import RECORD, get_spec
-from .runs import RunError
+from .core import RunError
 
 # %% auto #0
 __all__ = ['NOTEBOOK_TOOLS', 'REPRODUCE_EXTRA', 'PROVENANCE', 'PATH_SETTINGS', 'has_parameters_cell', 'needed_datasets',

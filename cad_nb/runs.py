@@ -14,23 +14,16 @@ import torch
 import torch.distributed as dist
 
 from . import __version__
+from .core import RunError
 from .registry import REGISTRY, get_method, method_names
 from .runner import build_method, make_teacher
 from .settings import SECTIONS, Profile
 from .train import is_distributed, is_main_process, load_checkpoint, unwrap
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'LOCK', 'RunError', 'utc_timestamp', 'write_json', 'read_json',
-           'run_record', 'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'run_lock',
-           'mark_run', 'load_run', 'run_profile', 'is_multitask', 'build_model', 'load_weights', 'load_model']
-
-# %% ../nbs/09a_runs.ipynb #e1e1f6cd
-class RunError(Exception):
-    "A run folder that cannot be used, in one line: `code` 2 for a usage error (the wrong folder), 1 for a failure."
-
-    def __init__(self, message, code=1):
-        super().__init__(message)
-        self.code = code
+__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'LOCK', 'utc_timestamp', 'write_json', 'read_json', 'run_record',
+           'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'run_lock', 'mark_run',
+           'load_run', 'run_profile', 'is_multitask', 'build_model', 'load_weights', 'load_model']
 
 # %% ../nbs/09a_runs.ipynb #9f934810
 RUN_FORMAT = 2  # 2: an anomaly run records its calibration (threshold, heat-map scale)

@@ -432,3 +432,24 @@ def test_testing_a_stopped_run_says_so(smoke_benchmark, tmp_path):
     assert record["status"] == "stopped after 1 of 2 epochs" and record["started"] <= record["finished"]
     code, _, err = cli("test", "--run", tmp_path / "run")
     assert code == 0 and "note: this run is stopped after 1 of 2 epochs: testing its last checkpoint" in err, err
+
+
+def test_multitask_options_are_checked_before_training(tmp_path):
+    "--tasks, --weighting and --scheduler are checked against the multi-task code's names (the parser imports none)."
+    for option, value, known in [("--weighting", "bogus", "static, coba, dwa, uw"), ("--tasks", "depth", "cls, det, seg"),
+                                 ("--scheduler", "random", "round_robin, proportional, adaptive")]:
+        code, _, err = cli("train", "--method", "mtl", "--data-root", tmp_path, "--out", tmp_path / "o", option, value, *TINY)
+        assert code == 2 and f"{option} {value}: choose from {known}" in one_line(err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_train_help_names_every_choice_the_code_knows():
+    "The help names the choices without importing the code that defines them; this keeps the two the same."
+    from cad_nb import mtl
+    from cad_nb.coba import WEIGHTINGS, TaskScheduler
+    from cad_nb.registry import BUILT_IN
+    code, out, _ = cli("train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in [*mtl.TASKS, *WEIGHTINGS, *TaskScheduler.policies, *(n for names in BUILT_IN.values() for n in names)]:
+        assert name in text, name

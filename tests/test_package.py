@@ -21,6 +21,19 @@ def test_every_module_imports_without_nbdev_or_fastcore(tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True)
 
 
+HEAVY = ["torch", "torchvision", "timm", "scipy", "sklearn", "pandas", "matplotlib", "skimage"]
+
+
+def test_the_command_line_starts_without_the_heavy_libraries(tmp_path):
+    """`cad-nb --help`, `--version` and a usage error import none of torch, timm, scipy, pandas or matplotlib (each
+    command imports what it needs when it runs); tests/benchmarks/bench_cli_start.py times the start."""
+    code = ("import sys, contextlib, io\nfrom cad_nb.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+            "    codes = [main(['--help']), main(['--version']), main(['train', '--help']), main(['test'])]\n"
+            f"print(codes, sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[0, 0, 0, 2] []", out
+
 def test_reproduce_extra_is_what_the_check_names():
     "The `reproduce` extra of pyproject.toml and `cad_nb.reproduce.NOTEBOOK_TOOLS` list the same distributions."
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
