@@ -364,14 +364,15 @@ def evaluate_anomaly_run(model, record, root, device) -> dict:
         mask_resize=cfg.data.mask_resize,
     )
     pred, metrics = get_method(record["method"]).scored(model, test_set, cfg, device)  # labels from the folders
-    calibration = record["calibration"]
-    return dict(
-        metrics=metrics,
-        threshold=calibration["threshold"],
-        threshold_rule=calibration["rule"],
-        at_threshold=at_threshold(pred["labels"], pred["scores"], calibration["threshold"]),
-        test_images=len(test_set),
-    )
+    result = dict(metrics=metrics, threshold=None, test_images=len(test_set))
+    calibration = record.get("calibration")  # none while a run stopped before training ended (interrupted)
+    if calibration:
+        result.update(
+            threshold=calibration["threshold"],
+            threshold_rule=calibration["rule"],
+            at_threshold=at_threshold(pred["labels"], pred["scores"], calibration["threshold"]),
+        )
+    return result
 
 
 def evaluate_multitask_run(model, record, root, device) -> dict:
@@ -506,11 +507,20 @@ def remove_previous(out: Path):
 def cmd_predict(a, ap) -> int:
     "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
     from PIL import Image
-    from cad_nb.runs import load_model, load_run
+    from cad_nb.runs import is_multitask, load_model, load_run
 
     files = collect_images(a.images)
     record = load_run(a.run)
-    calibration = record.get("calibration") or dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
+    if is_multitask(record["method"]):  # maps and scores are probabilities: no threshold, the scale 0 to 1
+        calibration = dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
+    elif "calibration" not in record:
+        raise CliError(
+            f"--run {a.run}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
+            "finishes it and fixes the threshold and the heat maps' scale",
+            1,
+        )
+    else:
+        calibration = record["calibration"]
     threshold = calibration["threshold"] if a.threshold is None else a.threshold
     rule = calibration["rule"] if a.threshold is None else f"score >= {a.threshold:.4g} is anomalous (--threshold)"
     low, high = calibration["map_range"]

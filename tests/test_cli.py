@@ -71,6 +71,10 @@ def test_resume_after_an_interrupted_epoch_ends_with_the_same_weights(smoke_benc
     code, _, err = cli(*args)
     assert code == 130 and "the same command resumes" in one_line(err)
     assert state_of(tmp_path / "resumed")["epoch"] == 0                 # the first epoch is kept
+    code, out, err = cli("test", "--run", tmp_path / "resumed")          # its checkpoint scores; no threshold yet
+    assert code == 0 and "note: this run is interrupted" in err and "run's threshold" not in out, err
+    code, _, err = cli("predict", "--run", tmp_path / "resumed", "--images", smoke_benchmark)
+    assert code == 1 and "no calibration yet (it was interrupted): the same cad-nb train command" in one_line(err)
     monkeypatch.setattr(baselines, "rd_step", rd_step)
     code, _, err = cli(*args)
     assert code == 0, err
