@@ -81,6 +81,7 @@ def test_bad_input_size_is_a_clear_error(teacher):
 
 
 def test_baselines_share_cfrg_parts(teacher):
+    torch.manual_seed(0)                                                     # unseeded, the PaDiM check failed now and then
     rd = ReverseDistillation(teacher)
     assert isinstance(rd.bottleneck, cfrg.OneClassBottleneck) and isinstance(rd.decoder, cfrg.RecoveryDecoder)
     x = torch.rand(2, 3, 64, 64)
