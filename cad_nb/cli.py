@@ -30,11 +30,12 @@ from .settings import Profile, SettingsError, describe, load_profile
 from .viz import heat_panel, heat_range
 
 # %% auto #0
-__all__ = ['MIN_HELD_OUT', 'CSV_FIELDS', 'CliError', 'apply_sets', 'method_arg', 'calibration_split', 'calibrate',
-           'train_anomaly', 'check_multitask_options', 'train_multitask_run', 'check_before_training', 'cmd_train',
-           'at_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown', 'cmd_test',
-           'collect_images', 'anomaly_maps', 'predict_image', 'output_names', 'remove_previous', 'cmd_predict',
-           'cmd_data', 'add_data_command', 'make_parser', 'Terminated', 'main']
+__all__ = ['MIN_HELD_OUT', 'CSV_FIELDS', 'ENGINES', 'SUFFIXES', 'CliError', 'apply_sets', 'method_arg', 'calibration_split',
+           'calibrate', 'train_anomaly', 'check_multitask_options', 'train_multitask_run', 'check_before_training',
+           'cmd_train', 'at_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown',
+           'cmd_test', 'collect_images', 'predict_image', 'output_names', 'remove_previous', 'run_calibration',
+           'predict_engine', 'cmd_predict', 'positive_int', 'image_shape', 'cmd_export', 'cmd_data', 'add_data_command',
+           'make_parser', 'Terminated', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(RunError):
@@ -439,36 +440,14 @@ def collect_images(spec) -> list[Path]:
     return files
 
 
-def anomaly_maps(model, record, images):
-    "Maps (B x S x S), image scores (B) and, for `mtl`, predicted class names of a batch of [0,1] images."
-    from cad_nb.runs import is_multitask
-
-    if not is_multitask(record["method"]):
-        maps, scores = model.predict(images)
-        return maps, scores, [None] * len(images)
-    out = model(images)
-    p_class, p_pixel = out["cls"].float().softmax(1), out["seg"].float().softmax(1)
-    names = record["mtl"]["class_names"]
-    return 1 - p_pixel[:, 0], 1 - p_class[:, 0], [names[i] for i in p_class.argmax(1).tolist()]
-
-
-def predict_image(model, record, image, device):
-    "(map at the image's own size, image score, predicted class or None) of one H x W x 3 uint8 image."
-    import torch
-    import torch.nn.functional as F
-    from cad_nb.train import autocast
-
-    x = (
-        torch.from_numpy(resize_image(image, record["image_size"]).copy())
-        .permute(2, 0, 1)
-        .float()
-        .div(255)[None]
-        .to(device)
-    )
-    with torch.no_grad(), autocast(device):
-        maps, scores, classes = anomaly_maps(model, record, x)
-    full = F.interpolate(maps[:, None].float(), size=image.shape[:2], mode="bilinear", align_corners=False)
-    return full[0, 0].cpu().numpy(), float(scores[0]), classes[0]
+def predict_image(engine, image, class_names=None):
+    """(map at the image's own size, image score, predicted class or None) of one H x W x 3 uint8 image, from an
+    engine of `cad_nb.export` (PyTorch, onnxruntime or OpenVINO: one graph, resize included)."""
+    out = engine(image[None])
+    predicted = None
+    if class_names and "class_probs" in out:
+        predicted = class_names[int(out["class_probs"][0].argmax())]
+    return out["maps"][0], float(out["scores"][0]), predicted
 
 # %% ../nbs/09_cli.ipynb #9d02fd21
 def output_names(files, spec) -> list[Path]:
@@ -504,29 +483,71 @@ def remove_previous(out: Path):
     old.unlink()
 
 
-def cmd_predict(a, ap) -> int:
-    "`cad-nb predict`: heat map, raw map and one CSV row per image; unreadable images named and skipped."
-    from PIL import Image
-    from cad_nb.runs import is_multitask, load_model, load_run
+ENGINES = ("torch", "onnx", "openvino")  # cad_nb.export's engines; onnx and openvino are its FORMATS
+SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}  # an exported file's engine, by its suffix
 
-    files = collect_images(a.images)
-    record = load_run(a.run)
+
+def run_calibration(run, record) -> dict:
+    "The threshold, its rule and the heat-map scale of a run: from its calibration; the multi-task model's 0 to 1."
+    from cad_nb.runs import is_multitask
+
     if is_multitask(record["method"]):  # maps and scores are probabilities: no threshold, the scale 0 to 1
-        calibration = dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
-    elif "calibration" not in record:
+        return dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
+    if "calibration" not in record:
         raise CliError(
-            f"--run {a.run}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
+            f"--run {run}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
             "finishes it and fixes the threshold and the heat maps' scale",
             1,
         )
-    else:
-        calibration = record["calibration"]
+    return record["calibration"]
+
+
+def predict_engine(a) -> tuple:
+    """(engine, calibration, class names, default output folder) of `cad-nb predict`: the run's model under PyTorch,
+    or a file `cad-nb export` wrote (--model, or the run's own), checked against the run's checkpoint."""
+    from cad_nb.export import FORMATS, TorchEngine, file_digest, open_engine
+    from cad_nb.runs import CHECKPOINT, load_model, load_run
+
+    if a.run is None and a.model is None:
+        raise CliError("predict needs --run (a run folder) or --model (a file cad-nb export wrote)", 2)
+    engine = a.engine or (SUFFIXES.get(Path(a.model).suffix, "torch") if a.model else "torch")
+    record = load_run(a.run) if a.run else None
+    if engine == "torch":
+        if record is None:
+            raise CliError(f"--model {a.model}: not an exported model (.onnx or OpenVINO's .xml)", 2)
+        device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
+        runner = TorchEngine(load_model(a.run, record, device), record, device)
+        names = (record.get("mtl") or {}).get("class_names")
+        return runner, run_calibration(a.run, record), names, Path(a.run) / "predictions"
+    path = Path(a.model or Path(a.run) / FORMATS[engine])
+    if SUFFIXES.get(path.suffix, engine) != engine:
+        raise CliError(f"--model {path} is not a file for --engine {engine} (.onnx: onnx, .xml: openvino)", 2)
+    if record is not None and not path.is_file():
+        raise CliError(f"--run {a.run}: no {path.name} there: cad-nb export --run {a.run} --format {engine}", 2)
+    runner = open_engine(path)
+    meta = runner.meta
+    if record is not None and meta["checkpoint_sha256"] != file_digest(Path(a.run) / CHECKPOINT):
+        raise CliError(
+            f"--model {path} was exported from another checkpoint than --run {a.run} holds: "
+            f"cad-nb export --run {a.run} --format {engine} again",
+            1,
+        )
+    calibration = dict(threshold=meta["threshold"], rule=meta["rule"], map_range=meta["map_range"])
+    return runner, calibration, meta["class_names"], Path(a.run or path.parent) / "predictions"
+
+
+def cmd_predict(a, ap) -> int:
+    """`cad-nb predict`: heat map, raw map and one CSV row per image, under PyTorch or an exported file's engine;
+    unreadable images named and skipped."""
+    from PIL import Image
+    from cad_nb.export import check_fits
+
+    files = collect_images(a.images)
+    engine, calibration, class_names, default_out = predict_engine(a)
     threshold = calibration["threshold"] if a.threshold is None else a.threshold
     rule = calibration["rule"] if a.threshold is None else f"score >= {a.threshold:.4g} is anomalous (--threshold)"
     low, high = calibration["map_range"]
-    device = get_device(a.device or record["settings"].get("runtime.device", "auto"))
-    model = load_model(a.run, record, device)
-    out = Path(a.out or Path(a.run) / "predictions")
+    out = Path(a.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
     remove_previous(out)
     done, failed = 0, []
@@ -541,7 +562,8 @@ def cmd_predict(a, ap) -> int:
                 print(f"cad-nb predict: skipped ({e})", file=sys.stderr)
                 failed.append(path)
                 continue
-            amap, score, predicted = predict_image(model, record, image, device)
+            check_fits(engine, image)
+            amap, score, predicted = predict_image(engine, image, class_names)
             (out / name).parent.mkdir(parents=True, exist_ok=True)
             np.save(out / f"{name}.npy", amap.astype(np.float32))
             Image.fromarray(heat_panel(image, amap, low, high)).save(out / f"{name}_heatmap.png")
@@ -562,6 +584,33 @@ def cmd_predict(a, ap) -> int:
     if failed:
         raise CliError(
             f"{len(failed)} of {len(files)} images could not be read (named above); the others are in {out}", 1
+        )
+    return 0
+
+# %% ../nbs/09_cli.ipynb #fffeb381
+def positive_int(text) -> int:
+    "An argparse type: a whole number of at least 1."
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def image_shape(text):
+    "An argparse type: an image size S (square) or HxW, each at least 2."
+    parts = text.lower().split("x")
+    if len(parts) > 2 or not all(p.isdigit() and int(p) >= 2 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r}: give S or HxW, e.g. 256 or 1080x1920")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+def cmd_export(a, ap) -> int:
+    "`cad-nb export`: the run's model as one ONNX or OpenVINO file, checked against PyTorch before it is reported."
+    from cad_nb.export import export_run
+
+    for s in export_run(a.run, a.format, a.out, a.batch, a.image_size):
+        print(
+            f"{s['path']}: {s['format']}, {s['bytes'] / 1e6:.1f} MB; its outputs equal PyTorch's to "
+            f"{s['difference']:.1g} of their range; threshold {s['threshold']} ({s['rule']})"
         )
     return 0
 
@@ -592,7 +641,7 @@ def add_data_command(sub):
 
 # %% ../nbs/09_cli.ipynb #279f88f8
 def make_parser() -> argparse.ArgumentParser:
-    "The `cad-nb` parser: reproduce, train, test, predict, data."
+    "The `cad-nb` parser: reproduce, train, test, predict, export, data."
     built_in = ", ".join(n for names in BUILT_IN.values() for n in names)  # no method is imported for --help
     ap = _Parser(prog="cad-nb", description="Reproduce the papers' tables, or train, test and predict on your data.")
     ap.add_argument("--version", action="version", version=f"cad-nb {__version__}")
@@ -631,14 +680,27 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting)")
     e.set_defaults(handler=cmd_test)
     p = sub.add_parser("predict", help="anomaly maps of any images: heat maps, .npy maps and a CSV")
-    p.add_argument("--run", required=True, help="run folder written by cad-nb train")
+    p.add_argument("--run", help="run folder written by cad-nb train (or give --model)")
     p.add_argument("--images", required=True, help="a folder, a glob pattern (quoted) or one image file")
-    p.add_argument("--out", help="output folder (default <run>/predictions)")
+    p.add_argument("--out", help="output folder (default <run>/predictions, or beside --model)")
     p.add_argument(
         "--threshold", type=float, help="image-score threshold (default: the run's, from held-out good images)"
     )
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting)")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's setting; torch engine only)")
+    p.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="torch (the checkpoint), onnx or openvino (the file cad-nb export wrote; default: torch, or --model's)",
+    )
+    p.add_argument("--model", help="an exported .onnx or .xml file (default: the run folder's, for --engine)")
     p.set_defaults(handler=cmd_predict)
+    x = sub.add_parser("export", help="a run as one ONNX or OpenVINO file: raw images in, maps and scores out")
+    x.add_argument("--run", required=True, help="run folder written by cad-nb train")
+    x.add_argument("--format", required=True, nargs="+", help="onnx, openvino or both (one trace)")
+    x.add_argument("--out", help="the file, for one format (default <run>/model.onnx, <run>/model.xml)")
+    x.add_argument("--batch", type=positive_int, help="fix the batch size (default: any)")
+    x.add_argument("--image-size", type=image_shape, help="fix the input images' size, S or HxW (default: any)")
+    x.set_defaults(handler=cmd_export)
     add_data_command(sub)
     return ap
 

@@ -457,3 +457,13 @@ def test_train_help_names_every_choice_the_code_knows():
     text = " ".join(out.split())
     for name in [*mtl.TASKS, *WEIGHTINGS, *TaskScheduler.policies, *(n for names in BUILT_IN.values() for n in names)]:
         assert name in text, name
+
+
+def test_export_and_predict_name_the_formats_the_export_module_knows():
+    "The parser lists the engines and suffixes without importing cad_nb.export (torch); this keeps them the same."
+    from cad_nb import cli as cli_module
+    from cad_nb.export import FORMATS
+    assert list(cli_module.ENGINES) == ["torch", *FORMATS]
+    assert {Path(f).suffix: fmt for fmt, f in FORMATS.items()} == cli_module.SUFFIXES
+    code, out, _ = cli("export", "--help")
+    assert code == 0 and all(fmt in out for fmt in FORMATS)

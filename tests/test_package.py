@@ -29,10 +29,10 @@ def test_the_command_line_starts_without_the_heavy_libraries(tmp_path):
     command imports what it needs when it runs); tests/benchmarks/bench_cli_start.py times the start."""
     code = ("import sys, contextlib, io\nfrom cad_nb.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
-            "    codes = [main(['--help']), main(['--version']), main(['train', '--help']), main(['test'])]\n"
+            "    codes = [main(['--help']), main(['--version']), main(['train', '--help']), main(['export', '--help']), main(['test'])]\n"
             f"print(codes, sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[0, 0, 0, 2] []", out
+    assert out.strip() == "[0, 0, 0, 0, 2] []", out
 
 def test_reproduce_extra_is_what_the_check_names():
     "The `reproduce` extra of pyproject.toml and `cad_nb.reproduce.NOTEBOOK_TOOLS` list the same distributions."
@@ -42,6 +42,15 @@ def test_reproduce_extra_is_what_the_check_names():
     names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0] for r in extras["reproduce"]}
     assert names == set(NOTEBOOK_TOOLS.values())
     assert "cad_nb[reproduce]" in extras["dev"]
+
+
+def test_deploy_extra_is_what_the_export_module_needs():
+    "The `deploy` extra installs what `cad_nb.export` checks for before it exports or runs a file."
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    from cad_nb.export import ENGINE_PACKAGES, EXPORT_PACKAGES
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", r, maxsplit=1)[0] for r in extras["deploy"]}
+    assert names == {*EXPORT_PACKAGES, *ENGINE_PACKAGES.values()} and "cad_nb[deploy]" in extras["dev"]
 
 
 def test_profiles_found_outside_a_checkout(tmp_path):
