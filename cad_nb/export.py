@@ -72,7 +72,8 @@ class Deployed(nn.Module):
 
     def __init__(self, model: nn.Module, image_size: int, multitask: bool = False):
         super().__init__()
-        self.model, self.image_size, self.multitask = model.eval(), int(image_size), multitask
+        self.model, self.image_size, self.multitask = model, int(image_size), multitask
+        self.eval()
 
     def infer(self, x, size) -> tuple:
         "The outputs from images `x` already resized and scaled to [0, 1]; the maps resized to `size` (H, W)."
