@@ -1,8 +1,6 @@
 """`cad-nb export` and `cad-nb predict --engine`: every registered method, both formats, on the smoke benchmark. The
 exported files must give PyTorch's maps and scores (1e-4 of their magnitude) and the same decision for every image."""
-import contextlib
 import importlib.util
-import io
 import json
 
 import numpy as np
@@ -10,28 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from cad_nb.cli import main
 from cad_nb.data import list_categories, load_image
+from test_cli import TINY, cli, one_line  # `cad-nb ARGS` in this process, its one-line errors, the tiny settings
 
-TINY = ["--profile", "smoke", "--set", "teacher.pretrained=false", "--set", "mtl.pretrained=false", "--quiet"]
 ANOMALY = ["cfrg", "rd", "padim", "destseg"]
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 FORMATS = ["onnx", "openvino"] if HAS_OPENVINO else ["onnx"]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="cad_nb[deploy] not installed")
-
-
-def cli(*args):
-    "`cad-nb ARGS` in this process: (exit code, stdout, stderr)."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
