@@ -26,9 +26,13 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
 def dry_run(tmp_path_factory):
     "One dry run of the check, its output folder and its report."
     out, cache = tmp_path_factory.mktemp("gpu_check_out"), tmp_path_factory.mktemp("gpu_check_cache")
-    env = {**os.environ, "OUT": str(out), "GPU_CHECK_CACHE": str(cache), "PYTHON": sys.executable}
+    # One thread: under `pytest -n 2` the other worker keeps one core busy, and two torch threads on the one core
+    # left spin against each other (the dry run takes 53 s alone, its slowest job 9 s, yet one job ran past its
+    # 180 s box in a fresh-clone CI run).
+    env = {**os.environ, "OUT": str(out), "GPU_CHECK_CACHE": str(cache), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     run = subprocess.run(["bash", str(SCRIPT), "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=1500)           # about 50 s on 2 idle cores (500 s under CI load); its time boxes add to 1,200 s
+                         timeout=1500)           # about 50 s on 2 idle cores; its time boxes add to 1,200 s
     report = json.loads((out / "gpu_check.json").read_text()) if (out / "gpu_check.json").is_file() else None
     return run, out, report
 

@@ -9,7 +9,7 @@ is read back), no validation tracking. Anomaly methods: I-AUROC, P-AUROC, AP, AU
 as the benchmark notebook subsamples it; multi-task: one CoBa + scheduler run on the car benchmark.
 """
 from __future__ import annotations
-import argparse, json, math, sys, tempfile
+import argparse, json, math, platform, sys, tempfile
 from pathlib import Path
 
 import torch
@@ -44,6 +44,17 @@ def multitask_rows(cfg) -> dict:
     return {"multitask/CoBa + scheduler": res["metrics"]}
 
 
+def cpu_model() -> str:
+    "The processor's model name (Linux: /proc/cpuinfo), else `platform.processor()`."
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def record(profile: str, categories: int, multitask: bool) -> dict:
     from cad_nb.settings import load_profile
     torch.set_num_threads(1)
@@ -55,6 +66,7 @@ def record(profile: str, categories: int, multitask: bool) -> dict:
         profile=profile,
         torch=torch.__version__,
         cpu_capability=torch.backends.cpu.get_cpu_capability(),  # the vector kernels torch picked (AVX2, AVX512, ...)
+        cpu_model=cpu_model(),  # two AVX512 machines (an AMD EPYC and the one before) differed in 25 pixel figures
         threads=1,
         metrics=found,
     )
