@@ -13,8 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
            'CalibrationSettings', 'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings',
-           'DeSTSegSettings', 'MultiTaskSettings', 'SettingsError', 'register_settings', 'all_keys', 'coerce',
-           'suggest', 'check_key', 'find_settings', 'Profile', 'load_profile', 'ini_text', 'describe']
+           'DeSTSegSettings', 'SimpleNetSettings', 'MultiTaskSettings', 'SettingsError', 'register_settings',
+           'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings', 'Profile', 'load_profile', 'ini_text',
+           'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -156,6 +157,29 @@ class DeSTSegSettings:
 
 
 @dataclass(frozen=True)
+class SimpleNetSettings:
+    """SimpleNet (CVPR 2023): the release's MVTec AD run (run.sh): 3x3 patches of the teacher's two deepest taps,
+    one linear feature adaptor, a two-layer discriminator, 40 x 4 epochs of batch 8 (3,937,792 trained parameters)."""
+
+    pretrain_dim: int = 1536  # each tap's C*3*3 patch vector average-pooled to this (pretrain_embed_dimension)
+    target_dim: int = 1536  # the taps' pooled vectors pooled again to this (target_embed_dimension)
+    patch_size: int = 3  # odd: a patch around every position, stride 1, zero padded (patchsize)
+    proj_layers: int = 1  # Linear(target_dim, target_dim) layers of the adaptor, no activation (pre_proj)
+    dsc_layers: int = 2  # discriminator: dsc_layers - 1 Linear + BatchNorm + LeakyReLU(0.2) blocks, then Linear to 1
+    dsc_hidden: int = 1024  # their width (dsc_hidden)
+    noise_std: float = 0.015  # std of the Gaussian noise that makes the fake features
+    margin: float = 0.5  # the discriminator's margin (dsc_margin)
+    proj_lr: float = 1e-4  # the adaptor's AdamW (the release: lr * 0.1, lr 1e-3)
+    proj_weight_decay: float = 0.01  # AdamW's default, which the release keeps
+    dsc_lr: float = 2e-4  # the discriminator's Adam
+    dsc_weight_decay: float = 1e-5
+    epochs: int = 160  # meta_epochs 40 x gan_epochs 4; the last epoch is kept (no selection on a test split)
+    batch_size: int = 8
+    align_corners: bool = False  # the map's bilinear upsampling (the release: False); maps.sigma/padding apply
+    score: str = "patch-max"  # image score: patch-max (the release: max patch score) | map-max (blurred map's max)
+
+
+@dataclass(frozen=True)
 class MultiTaskSettings:
     "The CAD 100K multi-task model: backbones, schedule, CoBa, the few-shot augmentation."
 
@@ -187,6 +211,7 @@ SECTIONS: dict[str, type] = dict(
     rd=RDSettings,
     padim=PaDiMSettings,
     destseg=DeSTSegSettings,
+    simplenet=SimpleNetSettings,
     mtl=MultiTaskSettings,
     bench=BenchSettings,
     real=RealSettings,
