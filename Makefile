@@ -50,7 +50,7 @@ sync-check: $(STAMP)
 	  echo "nbdev-export created files that git does not track: add them"; exit 1; }
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --durations=15 tests
 
 nbtest: $(STAMP)
 	$(BIN)/nbdev-test --n-workers 2
