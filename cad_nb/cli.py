@@ -33,9 +33,9 @@ from .viz import heat_panel, heat_range
 __all__ = ['MIN_HELD_OUT', 'CSV_FIELDS', 'ENGINES', 'SUFFIXES', 'CliError', 'apply_sets', 'method_arg', 'calibration_split',
            'calibrate', 'train_anomaly', 'check_multitask_options', 'train_multitask_run', 'check_before_training',
            'cmd_train', 'at_threshold', 'evaluate_anomaly_run', 'evaluate_multitask_run', 'metrics_markdown',
-           'cmd_test', 'collect_images', 'predict_image', 'output_names', 'remove_previous', 'run_calibration',
-           'predict_engine', 'cmd_predict', 'positive_int', 'image_shape', 'cmd_export', 'cmd_data', 'add_data_command',
-           'make_parser', 'Terminated', 'main']
+           'cmd_test', 'collect_images', 'predict_image', 'output_names', 'remove_previous', 'predict_engine',
+           'cmd_predict', 'positive_int', 'image_shape', 'cmd_export', 'cmd_data', 'add_data_command', 'make_parser',
+           'Terminated', 'main']
 
 # %% ../nbs/09_cli.ipynb #a583f738
 class CliError(RunError):
@@ -487,26 +487,11 @@ ENGINES = ("torch", "onnx", "openvino")  # cad_nb.export's engines; onnx and ope
 SUFFIXES = {".onnx": "onnx", ".xml": "openvino"}  # an exported file's engine, by its suffix
 
 
-def run_calibration(run, record) -> dict:
-    "The threshold, its rule and the heat-map scale of a run: from its calibration; the multi-task model's 0 to 1."
-    from cad_nb.runs import is_multitask
-
-    if is_multitask(record["method"]):  # maps and scores are probabilities: no threshold, the scale 0 to 1
-        return dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
-    if "calibration" not in record:
-        raise CliError(
-            f"--run {run}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
-            "finishes it and fixes the threshold and the heat maps' scale",
-            1,
-        )
-    return record["calibration"]
-
-
 def predict_engine(a) -> tuple:
     """(engine, calibration, class names, default output folder) of `cad-nb predict`: the run's model under PyTorch,
     or a file `cad-nb export` wrote (--model, or the run's own), checked against the run's checkpoint."""
     from cad_nb.export import FORMATS, TorchEngine, file_digest, open_engine
-    from cad_nb.runs import CHECKPOINT, load_model, load_run
+    from cad_nb.runs import CHECKPOINT, load_model, load_run, run_calibration
 
     if a.run is None and a.model is None:
         raise CliError("predict needs --run (a run folder) or --model (a file cad-nb export wrote)", 2)

@@ -121,10 +121,10 @@ def check_format(fmt: str) -> str:
 
 def export_metadata(run_dir, record: dict) -> dict:
     "What an exported file says about itself: its run, threshold and rule, heat-map scale, input, outputs, weights."
-    from cad_nb.runs import CHECKPOINT, is_multitask, utc_timestamp
+    from cad_nb.runs import CHECKPOINT, is_multitask, run_calibration, utc_timestamp
 
     multitask = is_multitask(record["method"])
-    calibration = record.get("calibration") or dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])
+    calibration = run_calibration(run_dir, record, "an export")
     return dict(
         cad_nb=__version__,
         method=record["method"],
@@ -202,7 +202,7 @@ def export_run(run_dir, formats=("onnx",), out=None, batch=None, image_size=None
     """Export a run folder's model to each of `formats` (onnx, openvino) from one trace, each file checked against
     PyTorch; `out` names the file (one format only; default: the run folder's `FORMATS` name). `batch` and
     `image_size` (an int or (h, w)) fix the input's shape. One summary per file."""
-    from cad_nb.runs import is_multitask, load_model, load_run
+    from cad_nb.runs import is_multitask, load_model, load_run, run_calibration
 
     formats = [formats] if isinstance(formats, str) else list(formats)
     for fmt in formats:
@@ -211,12 +211,7 @@ def export_run(run_dir, formats=("onnx",), out=None, batch=None, image_size=None
     if out is not None and len(formats) != 1:
         raise RunError(f"--out {out} names one file: give one --format with it", 2)
     record = load_run(run_dir)
-    if not is_multitask(record["method"]) and "calibration" not in record:
-        raise RunError(
-            f"--run {run_dir}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
-            "finishes it; an export needs its threshold and heat-map scale",
-            1,
-        )
+    run_calibration(run_dir, record, "an export")  # before the model is loaded: a run not calibrated stops here
     deployed = Deployed(load_model(run_dir, record, "cpu"), record["image_size"], is_multitask(record["method"]))
     meta = export_metadata(run_dir, record)
     example = _example(batch, image_size, record["image_size"])

@@ -21,9 +21,10 @@ from .settings import SECTIONS, Profile
 from .train import is_distributed, is_main_process, load_checkpoint, unwrap
 
 # %% auto #0
-__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'LOCK', 'utc_timestamp', 'write_json', 'read_json', 'run_record',
-           'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'run_lock', 'mark_run',
-           'load_run', 'run_profile', 'is_multitask', 'build_model', 'load_weights', 'load_model']
+__all__ = ['RUN_FORMAT', 'RUN_FILE', 'CHECKPOINT', 'METRICS', 'LOCK', 'NO_THRESHOLD', 'utc_timestamp', 'write_json', 'read_json',
+           'run_record', 'run_identity', 'identity_changes', 'start_run', 'parameter_digest', 'finish_run', 'run_lock',
+           'mark_run', 'load_run', 'run_profile', 'is_multitask', 'run_calibration', 'build_model', 'load_weights',
+           'load_model']
 
 # %% ../nbs/09a_runs.ipynb #9f934810
 RUN_FORMAT = 2  # 2: an anomaly run records its calibration (threshold, heat-map scale)
@@ -234,6 +235,23 @@ def run_profile(record) -> Profile:
 def is_multitask(method: str) -> bool:
     "True for a method of the multi-task kind (a COCO folder, not a category)."
     return get_method(method).kind == "multitask"
+
+
+NO_THRESHOLD = dict(threshold=None, rule="no threshold", map_range=[0.0, 1.0])  # the multi-task model's probabilities
+
+
+def run_calibration(run_dir, record, who="predict") -> dict:
+    """The threshold, its rule and the heat-map scale of a run (the multi-task model's: `NO_THRESHOLD`); a run that
+    stopped before it was calibrated is a `RunError` saying that `who` needs them."""
+    if is_multitask(record["method"]):
+        return dict(NO_THRESHOLD)
+    if "calibration" not in record:
+        raise RunError(
+            f"--run {run_dir}: no calibration yet (it was {record.get('status')}): the same cad-nb train command "
+            f"finishes it; {who} needs its threshold and heat-map scale",
+            1,
+        )
+    return record["calibration"]
 
 
 def build_model(record, cfg):
