@@ -1,15 +1,15 @@
 """CPU inference time per image of every anomaly method under PyTorch (eager), onnxruntime and OpenVINO, side by side
 in one run: batch 1 and 16, 1 and 2 threads, the `cpu` and `paper` profiles' models.
 
-Run: .venv/bin/python tests/benchmarks/bench_export_speed.py [--profiles cpu,paper] [--methods cfrg,rd,padim,destseg]
+Run: .venv/bin/python tests/benchmarks/bench_export_speed.py [--profiles cpu,paper] [--methods cfrg,rd,...]
      [--size 256] [--out FILE.md] [--json FILE.json]
 Each engine runs the same graph, `cad_nb.export.Deployed`: uint8 images in (already at --size, so the in-graph resize
 is an identity product), maps at the image's size and scores out. Each model is measured in its own process, one
-engine alive at a time. Randomly initialised weights (the speed does not
-depend on them; PaDiM's Gaussians are fitted on two random batches). Each figure is the median of timed calls after
---warmup untimed calls (onnxruntime grows its memory arena over its first two or three calls: 51, 40, then 33 ms for
-`cpu` CFRG). For CFRG and RD, the time per part of the model under PyTorch at batch 1 (forward hooks) shows where the
-time goes."""
+engine alive at a time, with random weights (the speed does not depend on them; PaDiM's Gaussians are fitted on two
+random batches). Each figure is the median of timed calls after --warmup untimed calls (onnxruntime grows its memory
+arena over its first two or three calls: 51, 40, then 33 ms for `cpu` CFRG). For CFRG and RD, the time per part of
+the model at batch 1 shows where the time goes: under PyTorch (forward hooks) and, in `cpu`, under onnxruntime (each
+part exported alone)."""
 
 import argparse
 import gc
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cad_nb.export import Deployed, OnnxEngine, OpenVinoEngine, save_onnx, save_openvino
-from cad_nb.registry import get_method
+from cad_nb.registry import get_method, method_names
 from cad_nb.runner import build_method, make_teacher
 from cad_nb.settings import load_profile
 
@@ -139,7 +139,7 @@ def build(name, profile, size):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profiles", default="cpu,paper")
-    ap.add_argument("--methods", default="cfrg,rd,padim,destseg")
+    ap.add_argument("--methods", default=",".join(m.lower() for m in method_names("anomaly")))
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--batches", default="1,16")
