@@ -196,6 +196,7 @@ def gaussian_window(size=11, sigma=1.5, channels=3) -> torch.Tensor:
 
 def ssim_range(x) -> float:
     "The dynamic range L the release's `ssim` guesses from its first image: max 255 or 1, min -1 or 0."
+    x = x.detach()
     top = 255.0 if float(x.max()) > 128 else 1.0
     bottom = -1.0 if float(x.min()) < -0.5 else 0.0
     return top - bottom
