@@ -13,9 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
            'CalibrationSettings', 'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings',
-           'DeSTSegSettings', 'SimpleNetSettings', 'MultiTaskSettings', 'SettingsError', 'register_settings',
-           'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings', 'Profile', 'load_profile', 'ini_text',
-           'describe']
+           'DeSTSegSettings', 'SimpleNetSettings', 'DRAEMSettings', 'MultiTaskSettings', 'SettingsError',
+           'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings', 'Profile',
+           'load_profile', 'ini_text', 'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -180,6 +180,21 @@ class SimpleNetSettings:
 
 
 @dataclass(frozen=True)
+class DRAEMSettings:
+    """DRAEM (ICCV 2021): the release's train_DRAEM.py: a reconstructive and a discriminative network trained from
+    scratch on synthesised anomalies, one Adam, 700 epochs of batch 8 (97,422,725 trained parameters)."""
+
+    recon_width: int = 128  # base width of the reconstructive encoder-decoder (ReconstructiveSubNetwork base_width)
+    disc_width: int = 64  # base width of the discriminative U-Net (DiscriminativeSubNetwork base_channels)
+    lr: float = 1e-4  # one Adam over both networks; x0.2 at 80% and 90% of the epochs
+    epochs: int = 700
+    batch_size: int = 8
+    clean_fraction: float = 0.5  # share of training samples left without a synthesised anomaly (the release: half)
+    score: str = "pooled-max"  # image score: pooled-max (the release: max of the map mean-pooled pool_size) | map-max
+    pool_size: int = 21  # odd: the mean filter of the pooled-max score (avg_pool2d, stride 1, zero padded)
+
+
+@dataclass(frozen=True)
 class MultiTaskSettings:
     "The CAD 100K multi-task model: backbones, schedule, CoBa, the few-shot augmentation."
 
@@ -212,6 +227,7 @@ SECTIONS: dict[str, type] = dict(
     padim=PaDiMSettings,
     destseg=DeSTSegSettings,
     simplenet=SimpleNetSettings,
+    draem=DRAEMSettings,
     mtl=MultiTaskSettings,
     bench=BenchSettings,
     real=RealSettings,
