@@ -20,8 +20,8 @@ from .weights import FeatureBackbone
 # %% auto #0
 __all__ = ['STRIDES', 'RANDOM_TEACHER_NOTE', 'BLUR_PADDING', 'RELEASE_MAP_STYLE', 'Teacher', 'conv_bn_relu', 'count_params',
            'init_kaiming', 'Bottleneck', 'OneClassBottleneck', 'check_code_stride', 'stage_blocks', 'RecoveryDecoder',
-           'check_input_size', 'cosine_distance', 'global_cosine_loss', 'pad_edges', 'check_padding', 'gaussian_blur',
-           'MapStyle', 'discrepancy_map', 'map_style', 'block_sizes']
+           'check_input_size', 'cosine_distance', 'global_cosine_loss', 'check_choice', 'pad_edges', 'check_padding',
+           'gaussian_blur', 'MapStyle', 'discrepancy_map', 'map_style', 'block_sizes']
 
 # %% ../nbs/05a_components.ipynb #b55693d3
 STRIDES = (4, 8, 16)
@@ -189,6 +189,14 @@ def global_cosine_loss(targets, preds) -> torch.Tensor:
         (1 - F.cosine_similarity(t.float().flatten(1), p.float().flatten(1), dim=1)).mean()
         for t, p in zip(targets, preds)
     )
+
+# %% ../nbs/05a_components.ipynb #acae54e37e7d407bbb7b55eff062a284
+def check_choice(value, choices: dict, setting: str):
+    "`value` if it is a key of `choices` (name: meaning), else an error naming `setting` and every choice."
+    if value not in choices:
+        options = "; ".join(f"{k}: {v}" for k, v in choices.items())
+        raise ValueError(f"{setting} = {value!r}: choose {options}")
+    return value
 
 # %% ../nbs/05a_components.ipynb #545f1fe3
 BLUR_PADDING = ("mirror", "reflect")

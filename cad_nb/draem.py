@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import check_input_size
+from .components import check_choice, check_input_size
 from .registry import register_method
 from .settings import DRAEMSettings
 from .synthesis import SynthesisDataset, synthesizer
@@ -21,9 +21,9 @@ from .train import fit
 
 # %% auto #0
 __all__ = ['SCORE_RULES', 'RELEASE_PARAMS', 'check_width', 'conv_bn_relu', 'double_conv', 'up_conv', 'level_widths', 'Encoder',
-           'ReconstructiveNet', 'DiscriminativeNet', 'draem_init', 'check_score_rule', 'check_pool_size',
-           'draem_scores', 'DRAEM', 'gaussian_window', 'ssim_range', 'ssim', 'focal_loss', 'draem_loss', 'CleanShare',
-           'draem_step', 'fit_draem', 'build_draem', 'train_draem']
+           'ReconstructiveNet', 'DiscriminativeNet', 'draem_init', 'check_pool_size', 'draem_scores', 'DRAEM',
+           'gaussian_window', 'ssim_range', 'ssim', 'focal_loss', 'draem_loss', 'CleanShare', 'draem_step', 'fit_draem',
+           'build_draem', 'train_draem']
 
 # %% ../nbs/17_draem.ipynb #a543d4b5
 def check_width(width, setting) -> int:
@@ -127,14 +127,6 @@ SCORE_RULES = {
 }
 
 
-def check_score_rule(score) -> str:
-    "`score` if it is one of `SCORE_RULES`, else an error naming them."
-    if score not in SCORE_RULES:
-        rules = "; ".join(f"{k}: {v}" for k, v in SCORE_RULES.items())
-        raise ValueError(f"DRAEM score {score!r} (draem.score): choose {rules}")
-    return score
-
-
 def check_pool_size(pool_size) -> int:
     "`pool_size` if odd and positive (the mean filter keeps the map's size), else an error naming the setting."
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1 or pool_size % 2 == 0:
@@ -157,7 +149,7 @@ class DRAEM(nn.Module):
         super().__init__()
         self.reconstructive = draem_init(ReconstructiveNet(3, 3, recon_width))
         self.discriminative = draem_init(DiscriminativeNet(6, 2, disc_width))
-        self.score, self.pool_size = check_score_rule(score), check_pool_size(pool_size)
+        self.score, self.pool_size = check_choice(score, SCORE_RULES, "draem.score"), check_pool_size(pool_size)
 
     def forward(self, x) -> dict:
         check_input_size(x)

@@ -15,16 +15,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .components import MapStyle, Teacher, check_input_size, map_style
+from .components import MapStyle, Teacher, check_choice, check_input_size, map_style
 from .registry import register_method
 from .settings import SimpleNetSettings
 from .train import Plan, _loader, is_distributed, train_loop, wrap_ddp
 
 # %% auto #0
 __all__ = ['SCORE_RULES', 'RELEASE_PARAMS', 'check_patch_size', 'patch_vectors', 'grid_rows', 'pool_to', 'patch_embedding',
-           'xavier_linears', 'check_layers', 'FeatureAdaptor', 'Discriminator', 'check_score_rule', 'check_taps',
-           'full_precision', 'SimpleNet', 'discriminator_loss', 'simplenet_step', 'StepTogether',
-           'simplenet_optimizers', 'noise_seed', 'SimpleNetPlan', 'fit_simplenet', 'build_simplenet', 'train_simplenet']
+           'xavier_linears', 'check_layers', 'FeatureAdaptor', 'Discriminator', 'check_taps', 'full_precision',
+           'SimpleNet', 'discriminator_loss', 'simplenet_step', 'StepTogether', 'simplenet_optimizers', 'noise_seed',
+           'SimpleNetPlan', 'fit_simplenet', 'build_simplenet', 'train_simplenet']
 
 # %% ../nbs/16_simplenet.ipynb #5e84acab
 def check_patch_size(patch_size) -> int:
@@ -114,14 +114,6 @@ class Discriminator(nn.Module):
 SCORE_RULES = {"patch-max": "the largest patch score, unblurred (the release)", "map-max": "the blurred map's maximum"}
 
 
-def check_score_rule(score) -> str:
-    "`score` if it is one of `SCORE_RULES`, else an error naming them."
-    if score not in SCORE_RULES:
-        rules = "; ".join(f"{k}: {v}" for k, v in SCORE_RULES.items())
-        raise ValueError(f"SimpleNet score {score!r} (simplenet.score): choose {rules}")
-    return score
-
-
 def check_taps(teacher: Teacher) -> Teacher:
     "`teacher` if it has at least two tapped maps (SimpleNet reads the two deepest), else an error naming it."
     if len(teacher.channels) < 2:
@@ -159,7 +151,7 @@ class SimpleNet(nn.Module):
         super().__init__()
         self.teacher = teacher if isinstance(teacher, Teacher) else Teacher(teacher, pretrained, teacher_weights)
         check_taps(self.teacher)
-        self.patch_size, self.score = check_patch_size(patch_size), check_score_rule(score)
+        self.patch_size, self.score = check_patch_size(patch_size), check_choice(score, SCORE_RULES, "simplenet.score")
         self.pretrain_dim, self.target_dim = pretrain_dim, target_dim
         self.adaptor = FeatureAdaptor(target_dim, proj_layers)
         self.discriminator = Discriminator(target_dim, dsc_layers, dsc_hidden)
