@@ -13,9 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
            'CalibrationSettings', 'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings',
-           'DeSTSegSettings', 'SimpleNetSettings', 'DRAEMSettings', 'MultiTaskSettings', 'SettingsError',
-           'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings', 'Profile',
-           'load_profile', 'ini_text', 'describe']
+           'DeSTSegSettings', 'SimpleNetSettings', 'DRAEMSettings', 'FastFlowSettings', 'MultiTaskSettings',
+           'SettingsError', 'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings',
+           'Profile', 'load_profile', 'ini_text', 'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -195,6 +195,21 @@ class DRAEMSettings:
 
 
 @dataclass(frozen=True)
+class FastFlowSettings:
+    """FastFlow (2021) as anomalib builds it (models/image/fastflow, configs/model/fastflow.yaml): a LayerNorm
+    and a 2-D normalising flow per teacher tap, Adam, batch 32, 500 epochs (45,007,872 trained parameters, WRN50-2)."""
+
+    flow_steps: int = 8  # AllInOneBlocks per flow (fastflow.yaml: 8 for resnet18 and wide_resnet50_2)
+    conv3x3_only: bool = False  # False: 3x3 and 1x1 subnets alternate (the yaml's value for wide_resnet50_2)
+    hidden_ratio: float = 1.0  # the subnet's hidden width over its input width
+    clamp: float = 2.0  # the coupling's soft clamp (affine_clamping)
+    lr: float = 1e-3  # Adam, torch's betas, no schedule (configure_optimizers)
+    weight_decay: float = 1e-5
+    epochs: int = 500  # max_epochs; the release's early stopping watches its test split, so the last epoch is kept
+    batch_size: int = 32  # train_batch_size
+
+
+@dataclass(frozen=True)
 class MultiTaskSettings:
     "The CAD 100K multi-task model: backbones, schedule, CoBa, the few-shot augmentation."
 
@@ -228,6 +243,7 @@ SECTIONS: dict[str, type] = dict(
     destseg=DeSTSegSettings,
     simplenet=SimpleNetSettings,
     draem=DRAEMSettings,
+    fastflow=FastFlowSettings,
     mtl=MultiTaskSettings,
     bench=BenchSettings,
     real=RealSettings,
