@@ -92,7 +92,7 @@ class Flow(nn.Module):
         self.blocks = nn.ModuleList(AllInOneBlock(channels, k, hidden_ratio, clamp) for k in kernels)
 
     def forward(self, x, rev=False) -> tuple:
-        log_det = x.new_zeros(len(x))
+        log_det = x.new_zeros(())  # not len(x): a traced export keeps its batch free
         for block in reversed(self.blocks) if rev else self.blocks:
             x, jac = block(x, rev=rev)
             log_det = log_det + jac
