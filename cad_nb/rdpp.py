@@ -292,7 +292,6 @@ def train_rdpp(model, cfg, train_set, epochs=None, **run) -> dict:
         train_set,
         epochs=epochs or s.epochs,
         batch_size=s.batch_size,
-        seed=cfg.runtime.seed,
         recipe=recipe,
         **run,
     )

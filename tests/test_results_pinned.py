@@ -6,7 +6,8 @@ old `fit` wrapped each epoch's DataLoader in tqdm.auto, which opens an iterator 
 shuffling of every CFRG and RD epoch came from the second draw of the epoch's generator. With that extra iterator
 put back, the new loop gives the old figures to the last bit; DeSTSeg, PaDiM and the multi-task run did not move. SimpleNet's
 figures were added when it was registered; the whole file was then recorded again on an AMD EPYC (below). DRAEM's figures
-were added when it was registered (the other methods' figures came out the same to the bit). Bit-equality holds for one thread and the library versions of the recording
+were added when it was registered (the other methods' figures came out the same to the bit). RD++'s figures were added
+when it was registered, recorded alone (runner.METHODS set to RD++) on a machine other than the recording's. Bit-equality holds for one thread and the library versions of the recording
 (torch below) on one kind of CPU: torch picks its vector kernels for the processor (`cpu_capability`), and on
 another kind the same code, torch and thread count moves the pixel metrics in the last digits (the recording made
 on the previous machine differs from this one's by at most 1.3e-3, in 25 of the 46 figures; every I-AUROC and the
