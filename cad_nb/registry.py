@@ -59,6 +59,7 @@ BUILT_IN = {  # the modules that register the built-in methods: the methods each
     "cad_nb.destseg": ("destseg",),
     "cad_nb.simplenet": ("simplenet",),
     "cad_nb.draem": ("draem",),
+    "cad_nb.rdpp": ("rd++",),
     "cad_nb.fastflow": ("fastflow",),
     "cad_nb.mtl": ("mtl",),
 }

@@ -13,9 +13,9 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['SECTIONS', 'PROFILE_NAMES', 'RuntimeSettings', 'DataSettings', 'TeacherSettings', 'SynthesisSettings', 'MapSettings',
            'CalibrationSettings', 'BenchSettings', 'RealSettings', 'CFRGSettings', 'RDSettings', 'PaDiMSettings',
-           'DeSTSegSettings', 'SimpleNetSettings', 'DRAEMSettings', 'FastFlowSettings', 'MultiTaskSettings',
-           'SettingsError', 'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key', 'find_settings',
-           'Profile', 'load_profile', 'ini_text', 'describe']
+           'DeSTSegSettings', 'SimpleNetSettings', 'DRAEMSettings', 'RDPPSettings', 'FastFlowSettings',
+           'MultiTaskSettings', 'SettingsError', 'register_settings', 'all_keys', 'coerce', 'suggest', 'check_key',
+           'find_settings', 'Profile', 'load_profile', 'ini_text', 'describe']
 
 # %% ../nbs/00a_settings.ipynb #2d7d7b8d
 @dataclass(frozen=True)
@@ -195,6 +195,26 @@ class DRAEMSettings:
 
 
 @dataclass(frozen=True)
+class RDPPSettings:
+    """RD++ (CVPR 2023): tientrandinh/Revisiting-Reverse-Distillation main.py: RD4AD's bottleneck and decoder behind a
+    multi-projection layer, two Adams (betas 0.5, 0.999), batch 16, SSOT + reconstruction + contrast losses."""
+
+    proj_lr: float = 1e-3  # Adam of the multi-projection layer (--proj_lr)
+    distill_lr: float = 5e-3  # Adam of the bottleneck and decoder (--distill_lr); both constant
+    weight_proj: float = 0.2  # loss = L_distill + weight_proj * L_proj (--weight_proj)
+    epochs: int = 200  # the release sets 10 to 300 per MVTec AD class (bottle, pill: 200); the last epoch is kept
+    batch_size: int = 16
+    step_every: int = (
+        2  # the release zero-grads every batch and steps on every 2nd: only those batches' gradients count
+    )
+    noise_scale: float = 0.2  # the pseudo-anomaly: image + noise_scale * noise in one random box
+    blur: float = 0.05  # Sinkhorn (geomloss SamplesLoss): entropic blur, eps = blur**2
+    scaling: float = 0.95  # Sinkhorn epsilon-scaling ratio
+    bottleneck_blocks: int = 3
+    decoder_blocks: tuple[int, ...] = (3, 4, 6)
+
+
+@dataclass(frozen=True)
 class FastFlowSettings:
     """FastFlow (2021) as anomalib builds it (models/image/fastflow, configs/model/fastflow.yaml): a LayerNorm
     and a 2-D normalising flow per teacher tap, Adam, batch 32, 500 epochs (45,007,872 trained parameters, WRN50-2)."""
@@ -243,6 +263,7 @@ SECTIONS: dict[str, type] = dict(
     destseg=DeSTSegSettings,
     simplenet=SimpleNetSettings,
     draem=DRAEMSettings,
+    rdpp=RDPPSettings,
     fastflow=FastFlowSettings,
     mtl=MultiTaskSettings,
     bench=BenchSettings,

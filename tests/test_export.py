@@ -11,7 +11,7 @@ import torch
 from cad_nb.data import list_categories, load_image
 from test_cli import TINY, cli, one_line  # `cad-nb ARGS` in this process, its one-line errors, the tiny settings
 
-ANOMALY = ["cfrg", "rd", "padim", "destseg", "simplenet", "draem", "fastflow"]
+ANOMALY = ["cfrg", "rd", "padim", "destseg", "simplenet", "draem", "rd++", "fastflow"]
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 FORMATS = ["onnx", "openvino"] if HAS_OPENVINO else ["onnx"]
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="cad_nb[deploy] not installed")

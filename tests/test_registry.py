@@ -91,8 +91,8 @@ def test_print_config_shows_the_sections_a_run_reads(tiny, smoke_benchmark):
 
 
 def test_the_registry_knows_the_builtin_methods_and_names_the_others():
-    assert [m.name for m in REGISTRY.values()][:8] == [
-        "CFRG", "RD", "PaDiM", "DeSTSeg", "SimpleNet", "DRAEM", "FastFlow", "mtl"
+    assert [m.name for m in REGISTRY.values()][:9] == [
+        "CFRG", "RD", "PaDiM", "DeSTSeg", "SimpleNet", "DRAEM", "RD++", "FastFlow", "mtl"
     ]
     assert get_method("rd").identity() == ("rd", "data", "teacher", "maps", "runtime.seed")
     with pytest.raises(ValueError, match="unknown method 'nope'; registered: CFRG, RD"):

@@ -6,7 +6,8 @@ old `fit` wrapped each epoch's DataLoader in tqdm.auto, which opens an iterator 
 shuffling of every CFRG and RD epoch came from the second draw of the epoch's generator. With that extra iterator
 put back, the new loop gives the old figures to the last bit; DeSTSeg, PaDiM and the multi-task run did not move. SimpleNet's
 figures were added when it was registered; the whole file was then recorded again on an AMD EPYC (below). DRAEM's figures
-were added when it was registered (the other methods' figures came out the same to the bit). FastFlow's figures
+were added when it was registered (the other methods' figures came out the same to the bit). RD++'s figures were added
+when it was registered, recorded alone (runner.METHODS set to RD++) on a machine other than the recording's. FastFlow's figures
 were added when it was registered, recorded on a machine whose torch reports AVX2 for the same AMD EPYC model (the
 other methods' figures are the AVX512 recording's, unchanged): re-record its rows there for bit-equality. Bit-equality holds for one thread and the library versions of the recording
 (torch below) on one kind of CPU: torch picks its vector kernels for the processor (`cpu_capability`), and on
